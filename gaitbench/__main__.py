@@ -1,0 +1,5 @@
+"""``python -m gaitbench`` = the ``gaitbench`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,197 @@
+"""The ``gaitbench`` command line. Importing it (and ``--help``, ``plugins``, ``methods``,
+``protocols``) never imports torch; commands import what they need when they run."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .errors import GaitbenchError
+
+
+class _Group(click.Group):
+    """User mistakes become one ``Error: ...`` line and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GaitbenchError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted; everything already written is kept", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gaitbench", prog_name="gaitbench")
+def cli():
+    """gaitbench: benchmark harness for silhouette-based gait recognition.
+
+    \b
+    Quick start (built-in synthetic data, CPU):
+      gaitbench run --method gaitset --protocol casiab
+    """
+
+
+def _plugins():
+    from .plugins import get_plugins
+
+    return get_plugins()
+
+
+@cli.command()
+@click.option("--method", "-m", required=True, help="Method name (see `gaitbench methods`).")
+@click.option("--protocol", "-p", required=True, help="Protocol name (see `gaitbench protocols`) or a protocol file.")
+@click.option("--data-root", type=click.Path(), default=None,
+              help="Dataset root (OpenGait pkl tree or gaitbench packed store). Default: built-in synthetic data.")
+@click.option("--partition", type=click.Path(), default=None, help="OpenGait-style partition JSON (TRAIN_SET/TEST_SET).")
+@click.option("--recipe", default=None,
+              help="Recipe name or file. Default: 'quick' on synthetic data, else the protocol's paper recipe.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe field, e.g. sampler.P=4.")
+@click.option("--iterations", type=int, default=None, help="Training iterations (default: the recipe's).")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(), default=None, help="Run directory (default: runs/<method>-<protocol>-<time>).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def run(method, protocol, data_root, partition, recipe, overrides, iterations, device, seed, out, quiet):
+    """Train METHOD under PROTOCOL, embed the test set, evaluate and write OUT/result.json."""
+    from .run import RunSettings, execute
+
+    execute(RunSettings(method=method, protocol=protocol, data_root=data_root, partition=partition, recipe=recipe,
+                        overrides=list(overrides), iterations=iterations, device=device, seed=seed, out=out,
+                        progress=not quiet), echo=click.echo)
+
+
+@cli.command()
+@click.option("--method", "-m", required=True)
+@click.option("--checkpoint", required=True, type=click.Path(), help="A gaitbench checkpoint (.pt).")
+@click.option("--protocol", "-p", required=True)
+@click.option("--data-root", type=click.Path(), default=None, help="Default: the protocol's built-in synthetic data.")
+@click.option("--partition", type=click.Path(), default=None)
+@click.option("--out", required=True, type=click.Path(), help="Embeddings file (.npz) to write.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--quiet", is_flag=True)
+def embed(method, checkpoint, protocol, data_root, partition, out, device, quiet):
+    """Embed the test set of PROTOCOL with a trained checkpoint."""
+    from . import load_model
+    from .data.store import open_store
+    from .data.synthetic import SynthSpec, ensure_synthetic
+    from .protocols import resolve_protocol
+    from .run import embed as embed_rows, save_embeddings, select_rows
+    from .training.checkpoint import read_checkpoint
+
+    plugins = _plugins()
+    plugins.method(method)
+    proto = resolve_protocol(protocol, plugins)
+    if partition:
+        proto = proto.with_partition(partition)
+    if read_checkpoint(checkpoint)["method"] != method:
+        raise GaitbenchError(f"{checkpoint} holds method {read_checkpoint(checkpoint)['method']!r}, not {method!r}")
+    store = open_store(data_root) if data_root else ensure_synthetic(SynthSpec(layout=proto.dataset), progress=not quiet)
+    _, test_rows = select_rows(store, proto)
+    model = load_model(checkpoint).to(device)
+    emb = embed_rows(model, store, test_rows, device=device, progress=not quiet)
+    save_embeddings(out, emb, store.index, test_rows, method=method, protocol=proto.name)
+    click.echo(f"wrote {len(test_rows)} embeddings {list(emb.shape[1:])} to {out}")
+
+
+@cli.command()
+@click.option("--protocol", "-p", required=True)
+@click.option("--embeddings", required=True, type=click.Path(), help="Embeddings file (.npz) as written by embed/run.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "json_out", type=click.Path(), default=None, help="Write the report as JSON here.")
+def evaluate(protocol, embeddings, device, json_out):
+    """Evaluate saved embeddings under PROTOCOL, without the model."""
+    from .evaluation.engine import evaluate as run_evaluation
+    from .evaluation.files import load_embeddings
+    from .protocols import resolve_protocol
+    from .results import view_matrix_table, write_json_atomic
+
+    proto = resolve_protocol(protocol)
+    data = load_embeddings(embeddings)
+    report = run_evaluation(proto, data["embeddings"], data["subjects"], data["types"], data["views"], device=device)
+    click.echo(f"{proto.describe()} - rank-1 (%)")
+    click.echo(view_matrix_table(report))
+    if json_out:
+        write_json_atomic(json_out, {"protocol": report.protocol, "protocol_version": report.protocol_version,
+                                     "metrics": report.metrics, "tables": report.tables, "timings": report.timings,
+                                     "stages": report.stages, "embeddings": str(embeddings)})
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_command(as_json):
+    """List plugins: distribution, version, hooks, what each registered, load errors."""
+    infos = _plugins().info()
+    if as_json:
+        click.echo(json.dumps([i.as_dict() for i in infos], indent=2))
+        return
+    for info in infos:
+        dist = f"{info.distribution} {info.version}" if info.distribution else "(in-process)"
+        click.echo(f"{info.name}  [{dist}]")
+        click.echo(f"  hooks: {', '.join(info.hooks) or '-'}")
+        for kind, names in sorted(info.registered.items()):
+            click.echo(f"  {kind}s: {', '.join(sorted(names))}")
+        for error in info.errors:
+            click.echo(f"  ERROR: {error}")
+
+
+@cli.command()
+def methods():
+    """List the registered methods."""
+    plugins = _plugins()
+    for name, item in sorted(plugins.methods().items()):
+        click.echo(f"{name:<12} {item.obj.description}  [plugin {item.plugin}; variants: {', '.join(item.obj.variants)}]")
+
+
+@cli.command()
+def protocols():
+    """List the registered protocols."""
+    plugins = _plugins()
+    for name, item in sorted(plugins.protocols().items()):
+        click.echo(f"{name:<12} v{item.obj.version}  {item.obj.description}  [plugin {item.plugin}]")
+
+
+@cli.group()
+def data():
+    """Dataset tools."""
+
+
+@data.command("synth")
+@click.option("--layout", default="casiab", show_default=True, help="Dataset layout to imitate.")
+@click.option("--out", required=True, type=click.Path(), help="Folder for the packed store.")
+@click.option("--subjects", type=int, default=None, help="Number of subjects (default: the layout's).")
+@click.option("--frames", type=int, default=None, help="Mean frames per sequence (default 12; --full: 80).")
+@click.option("--full", is_flag=True, help="Full-length sequences (every 25-fps frame, about 3 s).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=None, help="Processes (default: all cores).")
+def data_synth(layout, out, subjects, frames, full, seed, workers):
+    """Render a synthetic dataset of LAYOUT into a packed store."""
+    from dataclasses import replace
+
+    from .data.synthetic import LAYOUTS, SynthSpec, generate
+    from .errors import did_you_mean
+
+    if layout not in LAYOUTS:
+        raise GaitbenchError(did_you_mean(layout, LAYOUTS, "layout"))
+    spec = SynthSpec.full(layout, seed) if full else SynthSpec(layout=layout, seed=seed)
+    spec = replace(spec, subjects=subjects or LAYOUTS[layout].subjects, frames=frames or spec.frames)
+    store = generate(spec, out, workers=workers)
+    size = (store.root / "frames.npy").stat().st_size / 2**20
+    click.echo(f"wrote {len(store)} SYNTHETIC sequences ({store.index['length'].sum()} frames, {size:.0f} MiB) to {out}")
+
+
+def main(argv=None):
+    """Console entry point: loads plugin commands, then runs the click group."""
+    try:
+        _plugins().add_commands(cli)
+    except GaitbenchError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    return cli.main(args=argv, prog_name="gaitbench")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Evaluation: distances, protocol metrics, post-processing stages and reports."""

@@ -1,0 +1,1 @@
+"""Built-in protocol files of gaitbench (``*.toml``). Data only: nothing here is code."""

@@ -1,0 +1,1 @@
+"""gaitbench core tests."""
