@@ -1,0 +1,1 @@
+"""The data layer: stores, safe loading, sampling and the synthetic generator."""

@@ -1,0 +1,197 @@
+"""Sequence stores: an index table of sequences plus access to their frames.
+
+Two stores today:
+- ``PackedStore``: one memory-mapped uint8 frame array (``frames.npy``) plus ``index.csv`` and
+  ``meta.json``. Reading a clip touches only its frames. The synthetic generator writes it.
+- ``PklTreeStore``: OpenGait's ``root/<id>/<type>/<view>/*.pkl`` tree, each pkl a uint8
+  ``[T, H, W]`` array, loaded with the restricted unpickler.
+
+``open_store(path)`` recognises either and says what it expected when it finds neither.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from .safe_pickle import load_array_pickle
+
+PACKED_FORMAT = "gaitbench-packed"
+PACKED_VERSION = 1
+INDEX_COLUMNS = ["subject", "type", "view", "offset", "length", "height", "width"]
+
+
+class Store:
+    """Common interface. ``index`` has one row per sequence with at least ``subject``, ``type``,
+    ``view`` (strings) and ``length``; ``meta`` says what the dataset is."""
+
+    index: pd.DataFrame
+    meta: dict[str, Any]
+    root: Path
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def frames(self, i: int) -> np.ndarray:
+        """All frames of sequence ``i``: uint8 ``[T, H, W]``."""
+        raise NotImplementedError
+
+    def clip(self, i: int, positions: np.ndarray) -> np.ndarray:
+        """Frames ``positions`` of sequence ``i``."""
+        return self.frames(i)[positions]
+
+    @property
+    def synthetic(self) -> bool:
+        return bool(self.meta.get("synthetic", False))
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.meta["fingerprint"])
+
+    def describe(self) -> dict[str, Any]:
+        """The ``dataset`` entry of a run record."""
+        return {
+            "name": self.meta.get("dataset", "unknown"),
+            "synthetic": self.synthetic,
+            "fingerprint": self.fingerprint,
+            "root": str(self.root),
+            "sequences": len(self),
+            "subjects": int(self.index["subject"].nunique()),
+            "store": self.meta.get("format", type(self).__name__),
+            **({"generator": self.meta["generator"]} if "generator" in self.meta else {}),
+        }
+
+
+def _read_labels(df: pd.DataFrame) -> pd.DataFrame:
+    for col in ("subject", "type", "view"):
+        df[col] = df[col].astype(str)
+    return df
+
+
+class PackedStore(Store):
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        meta_path = self.root / "meta.json"
+        try:
+            self.meta = json.loads(meta_path.read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{meta_path}: unreadable packed-store metadata ({exc})") from None
+        if self.meta.get("format") != PACKED_FORMAT:
+            raise DataError(f"{meta_path}: format is {self.meta.get('format')!r}, expected {PACKED_FORMAT!r}")
+        if int(self.meta.get("format_version", 0)) > PACKED_VERSION:
+            raise DataError(f"{meta_path}: packed-store version {self.meta['format_version']} is newer than "
+                            f"this gaitbench understands ({PACKED_VERSION}); upgrade gaitbench")
+        try:
+            index = pd.read_csv(self.root / "index.csv", dtype={"subject": str, "type": str, "view": str})
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{self.root / 'index.csv'}: unreadable index ({exc})") from None
+        missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+        if missing:
+            raise DataError(f"{self.root / 'index.csv'}: missing columns {missing}; expected {INDEX_COLUMNS}")
+        self.index = _read_labels(index)
+        try:
+            # allow_pickle=False: a .npy can carry pickled objects; frames never need that.
+            self._frames = np.load(self.root / "frames.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{self.root / 'frames.npy'}: unreadable frame array ({exc})") from None
+        if self._frames.dtype != np.uint8 or self._frames.ndim != 3:
+            raise DataError(f"{self.root / 'frames.npy'}: expected uint8 [frames, H, W], "
+                            f"found {self._frames.dtype} {self._frames.shape}")
+        end = int((self.index["offset"] + self.index["length"]).max()) if len(self.index) else 0
+        if end > len(self._frames):
+            raise DataError(f"{self.root}: index refers to frame {end} but frames.npy has {len(self._frames)} "
+                            "(truncated file?)")
+        self._offsets = self.index["offset"].to_numpy(np.int64)
+        self._lengths = self.index["length"].to_numpy(np.int64)
+
+    def frames(self, i: int) -> np.ndarray:
+        o, n = self._offsets[i], self._lengths[i]
+        return np.asarray(self._frames[o:o + n])
+
+    def clip(self, i: int, positions: np.ndarray) -> np.ndarray:
+        return np.asarray(self._frames[self._offsets[i] + np.asarray(positions)])
+
+
+class PklTreeStore(Store):
+    """OpenGait's layout. Several pkls in one folder are modalities; the first (sorted) is used."""
+
+    def __init__(self, root: str | Path, dataset: str = "unknown"):
+        self.root = Path(root)
+        rows, files, digest = [], [], hashlib.sha256()
+        for pkl_dir in sorted({p.parent for p in self.root.glob("*/*/*/*.pkl")}):
+            pkls = sorted(pkl_dir.glob("*.pkl"))
+            view, type_, subject = pkl_dir.name, pkl_dir.parent.name, pkl_dir.parent.parent.name
+            rows.append({"subject": subject, "type": type_, "view": view})
+            files.append(pkls[0])
+            for p in pkls:
+                digest.update(f"{p.relative_to(self.root)}:{p.stat().st_size}\n".encode())
+        self._files = files
+        self.index = pd.DataFrame(rows, columns=["subject", "type", "view"])
+        self.index["length"] = -1  # unknown until loaded
+        self.meta = {"format": "opengait-pkl", "dataset": dataset, "synthetic": False,
+                     "fingerprint": digest.hexdigest()[:16]}
+
+    def frames(self, i: int) -> np.ndarray:
+        arr = load_array_pickle(self._files[i])
+        if arr.ndim != 3 or arr.shape[0] < 1:
+            raise DataError(f"{self._files[i]}: expected a [T, H, W] array with T >= 1, found shape {arr.shape}")
+        if arr.dtype != np.uint8:
+            raise DataError(f"{self._files[i]}: expected uint8 frames, found {arr.dtype}")
+        return arr
+
+
+def open_store(root: str | Path) -> Store:
+    """Open the dataset at ``root``: a packed store or an OpenGait pkl tree."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"data root {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"data root {root} is not a directory")
+    if (root / "meta.json").is_file():
+        store: Store = PackedStore(root)
+    else:
+        store = PklTreeStore(root)
+    if len(store) == 0:
+        raise DataError(
+            f"no sequences found under {root}: expected an OpenGait tree <id>/<type>/<view>/*.pkl "
+            "or a gaitbench packed store (meta.json, index.csv, frames.npy)"
+        )
+    return store
+
+
+def cut_sides(frames: np.ndarray) -> np.ndarray:
+    """The reference's load-time side cut: 64-wide frames lose 10 px each side (128-wide: 20);
+    narrower frames are left as they are."""
+    cut = (frames.shape[-1] // 64) * 10
+    return frames[..., cut:-cut] if cut else frames
+
+
+class PackedWriter:
+    """Writes a packed store whose sequence lengths are known in advance; frames may be filled
+    in any order (also from several processes, each opening the array with ``open_frames``)."""
+
+    def __init__(self, root: str | Path, index: pd.DataFrame, frame_shape: tuple[int, int], meta: dict[str, Any]):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        index = index.copy()
+        index["offset"] = np.concatenate([[0], np.cumsum(index["length"].to_numpy())[:-1]]).astype(np.int64)
+        index["height"], index["width"] = frame_shape
+        self.index = index[INDEX_COLUMNS]
+        total = int(index["length"].sum())
+        arr = np.lib.format.open_memmap(self.root / "frames.npy", mode="w+", dtype=np.uint8,
+                                        shape=(total, *frame_shape))
+        del arr
+        self.meta = {"format": PACKED_FORMAT, "format_version": PACKED_VERSION, **meta}
+
+    def open_frames(self) -> np.memmap:
+        return np.load(self.root / "frames.npy", mmap_mode="r+")
+
+    def finish(self) -> None:
+        self.index.to_csv(self.root / "index.csv", index=False)
+        (self.root / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True), "utf-8")

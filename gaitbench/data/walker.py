@@ -1,0 +1,535 @@
+"""A procedural, articulated 3-D walking human rendered as CASIA-B-like gait silhouettes.
+
+Real CASIA-B is licensed, so gaitbench renders a dataset of the same layout from this model. It is
+built so that a gait-recognition benchmark on it means something:
+
+* identity lives in per-subject body proportions (limb ratios, widths, thickness, posture) and gait
+  dynamics (stride, cadence, arm swing, knee flexion, sway, asymmetries) -- absolute height is
+  removed by the height normalisation, exactly as in real data;
+* repeated walks of one subject differ a little (speed, gait phase, small joint-angle noise,
+  walking direction), much less than subjects differ from each other;
+* the camera azimuth, a carried bag ('bg') and a coat ('cl') change the silhouettes substantially.
+
+Model. The body is a union of round cones (sphere-swept segments whose radius may change linearly
+along the segment; a plain capsule and a sphere are special cases). Under an orthographic camera a
+round cone projects exactly onto the 2-D convex hull of its two projected end discs, so every frame
+is rasterised analytically from 2-D signed distances, with an anti-aliased edge
+``clip(0.5 - distance_in_pixels, 0, 1)`` like the grey edges of real, cubic-resized silhouettes.
+
+Normalisation follows the usual preprocessing of real gait data: each frame is scaled so that the
+silhouette's vertical extent spans exactly ``FRAME_HEIGHT`` rows (the extent is known analytically
+from the projected discs), centred horizontally on the median column of mass and cut to
+``FRAME_WIDTH`` columns (= a 64x64 frame with 10 px removed on each side).
+
+World frame: x is the walking direction, y points to the walker's left, z up; lengths are metres.
+Everything is vectorised over frames with numpy; every random draw comes from a generator seeded by
+the call's arguments only (never Python's salted ``hash``), so the bytes do not depend on call order
+or process. Floating-point transcendental functions are not guaranteed to be bit-identical across
+CPUs / numpy builds, so byte-identity is promised on one machine and numpy build.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+
+import numpy as np
+
+__all__ = ["WALKER_VERSION", "FRAME_HEIGHT", "FRAME_WIDTH", "CAMERA_ELEVATION_DEG", "subject_params",
+           "render_sequence"]
+
+WALKER_VERSION = "1"  # bump whenever the output bytes change
+FRAME_HEIGHT = 64
+FRAME_WIDTH = 44
+CAMERA_ELEVATION_DEG = 5.0  # fixed, small: cameras slightly above the walker, looking horizontally
+FPS = 25.0  # the video rate that ``frame_step`` is measured in
+
+_CONDITIONS = {"nm": 1, "bg": 2, "cl": 3}  # fixed codes for seeding (no salted hash())
+_TWO_PI = 2.0 * np.pi
+
+
+# ----------------------------------------------------------------------------------------------
+# seeding
+# ----------------------------------------------------------------------------------------------
+
+def _rng(stream: str, *keys: int) -> np.random.Generator:
+    """A generator for one named random stream; keys are the integers it depends on."""
+    words = [zlib.crc32(stream.encode("ascii"))]
+    for k in keys:
+        k = int(k)
+        words.extend([k & 0xFFFFFFFF, (k >> 32) & 0xFFFFFFFF, int(k < 0)])  # negatives stay distinct
+    return np.random.default_rng(np.random.SeedSequence(words))
+
+
+# ----------------------------------------------------------------------------------------------
+# per-subject parameters
+# ----------------------------------------------------------------------------------------------
+
+def subject_params(subject: int, seed: int) -> dict:
+    """Deterministic per-subject body proportions and gait dynamics from ``(seed, subject)``.
+
+    Lengths are fractions of stature (``*_frac``), angles in degrees, ``cadence`` in steps/min.
+    Ranges are wide on purpose: identity must be recognisable from shape and motion alone.
+    The draw order is part of the output bytes -- append new parameters, and bump WALKER_VERSION.
+    """
+    return dict(_subject_params(int(subject), int(seed)))
+
+
+@functools.lru_cache(maxsize=4096)  # a dataset renders every subject ~110 times
+def _subject_params(subject: int, seed: int) -> tuple:
+    rng = _rng("subject", seed, subject)
+    u = rng.uniform
+    p = {
+        # --- proportions (fractions of stature) ---
+        "stature": u(1.55, 1.90),  # metres; sets the physical scale only (height is normalised away)
+        "leg_frac": u(0.44, 0.54),  # hip-joint height
+        "thigh_frac": u(0.44, 0.56),  # thigh / (thigh + shank)
+        "head_frac": u(0.052, 0.070),  # cranium radius
+        "neck_frac": u(0.025, 0.060),
+        "shoulder_frac": u(0.19, 0.27),  # shoulder-joint separation
+        "hip_frac": u(0.085, 0.13),  # hip-joint separation
+        "arm_frac": u(0.30, 0.37),  # upper arm + forearm
+        "upper_arm_frac": u(0.49, 0.59),  # upper arm / (upper arm + forearm)
+        "foot_frac": u(0.135, 0.165),
+        "shoulder_drop_frac": u(0.015, 0.05),  # shoulder joints below the neck base
+        # --- thickness ---
+        "mass": u(0.80, 1.35),  # global girth multiplier
+        "chest_width": u(0.85, 1.20),  # torso width relative to depth
+        "waist": u(0.80, 1.10),  # waist / chest girth
+        "belly": u(0.0, 1.0) ** 2,  # frontal belly protrusion, mostly small
+        "hips": u(0.85, 1.20),  # pelvis / buttock girth
+        "arm_thickness": u(0.80, 1.20),
+        "leg_thickness": u(0.85, 1.20),
+        # --- posture ---
+        "lean_deg": u(-3.0, 10.0),  # trunk forward lean
+        "neck_deg": u(0.0, 25.0),  # neck forward tilt relative to trunk
+        "head_forward_frac": u(-0.01, 0.03),
+        "shoulder_tilt_deg": u(-3.0, 3.0),  # one shoulder higher
+        # --- gait dynamics ---
+        "cadence": u(95.0, 125.0),  # steps per minute
+        "hip_amp_deg": u(13.0, 24.0),  # hip flexion half-range (stride length)
+        "hip_offset_deg": u(4.0, 12.0),  # mean hip flexion
+        "knee_swing_deg": u(45.0, 70.0),  # knee flexion peak in swing
+        "knee_load_deg": u(3.0, 22.0),  # knee flexion bump after heel strike
+        "ankle_push_deg": u(8.0, 25.0),  # plantarflexion at push-off
+        "arm_swing_deg": u(5.0, 28.0),  # shoulder flexion half-range
+        "arm_offset_deg": u(-4.0, 6.0),
+        "elbow_bend_deg": u(5.0, 30.0),  # static elbow flexion
+        "elbow_swing_deg": u(3.0, 18.0),  # extra flexion with forward swing
+        "arm_abduction_deg": u(3.0, 15.0),  # arms held away from the body
+        "hip_sway_frac": u(0.006, 0.030),  # lateral pelvis excursion
+        "pelvis_rot_deg": u(2.0, 10.0),  # transverse pelvis rotation
+        "pelvis_list_deg": u(1.0, 7.0),  # pelvic obliquity (swing side drops)
+        "trunk_rot_deg": u(1.0, 8.0),  # thorax counter-rotation
+        "lean_swing_deg": u(0.0, 3.0),  # trunk pitch oscillation at step frequency
+        "toe_out_deg": u(0.0, 16.0),
+        "step_width_frac": u(0.02, 0.09),  # lateral distance between the feet
+        # --- left/right asymmetries (relative) ---
+        "asym_hip": u(-0.08, 0.08),
+        "asym_knee": u(-0.08, 0.08),
+        "asym_arm": u(-0.30, 0.30),
+    }
+    return tuple((k, float(v)) for k, v in p.items())
+
+
+# ----------------------------------------------------------------------------------------------
+# per-sequence variation
+# ----------------------------------------------------------------------------------------------
+
+_NOISE_CHANNELS = ("hip_r", "hip_l", "knee_r", "knee_l", "sh_r", "sh_l", "el_r", "el_l", "lean", "head")
+_NOISE_TERMS = 4
+
+
+@functools.lru_cache(maxsize=256)  # shared by the 11 views of a walk; callers must not mutate it
+def _sequence_params(subject: int, condition: str, seed: int, sequence: int) -> dict:
+    """Speed, phase, noise and accessories of one walk. Independent of the view: like CASIA-B's
+    simultaneous cameras, all views of one (subject, condition, sequence) show the same walk."""
+    rng = _rng("sequence", seed, subject, _CONDITIONS[condition], sequence)
+    q = {
+        "speed": 1.0 + rng.uniform(-0.07, 0.07),
+        "phase0": rng.uniform(0.0, 1.0),
+        "direction_deg": float(np.clip(rng.normal(0.0, 2.0), -4.0, 4.0)),
+        # smooth joint-angle noise: a few random sinusoids per channel (defined for any time, so
+        # frame_step only changes sampling, never the walk itself); std about 1 deg per channel
+        "noise_freq": rng.uniform(0.3, 6.0, size=(len(_NOISE_CHANNELS), _NOISE_TERMS)),
+        "noise_phase": rng.uniform(0.0, _TWO_PI, size=(len(_NOISE_CHANNELS), _NOISE_TERMS)),
+        "noise_amp": rng.uniform(0.3, 1.0, size=(len(_NOISE_CHANNELS), _NOISE_TERMS)),
+    }
+    # accessories are drawn from their own stream so nm walks never depend on them
+    acc = _rng("accessory", seed, subject, _CONDITIONS[condition], sequence)
+    if condition == "bg":
+        q["bag_kind"] = int(acc.integers(0, 3))  # 0 shoulder bag, 1 backpack, 2 handbag
+        q["bag_side"] = float(acc.choice([-1.0, 1.0]))  # -1 right, +1 left
+        q["bag_cross"] = bool(acc.random() < 0.5)  # shoulder bag strap across the body
+        q["bag_len"] = acc.uniform(0.08, 0.16)  # fractions of stature
+        q["bag_r"] = acc.uniform(0.050, 0.085)
+        q["bag_drop"] = acc.uniform(0.00, 0.06)
+        q["bag_swing"] = acc.uniform(0.005, 0.02)
+        q["bag_lag"] = acc.uniform(0.0, _TWO_PI)
+    elif condition == "cl":
+        q["coat_thick"] = acc.uniform(0.008, 0.020)  # added girth, fraction of stature
+        q["coat_len"] = acc.uniform(0.45, 1.05)  # hem position along the thigh
+        q["coat_flare"] = acc.uniform(0.004, 0.025)
+        q["coat_follow"] = acc.uniform(0.25, 0.75)  # how closely the skirt follows the thighs
+        q["coat_collar"] = acc.uniform(0.0, 0.015)
+    return q
+
+
+# ----------------------------------------------------------------------------------------------
+# kinematics
+# ----------------------------------------------------------------------------------------------
+
+def _bump(phase: np.ndarray, centre: float, width: float) -> np.ndarray:
+    """A periodic Gaussian bump on the gait cycle (phase in cycles)."""
+    d = (phase - centre + 0.5) % 1.0 - 0.5
+    return np.exp(-0.5 * (d / width) ** 2)
+
+
+def _rot_z(angle: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Rotate body-frame offsets ``v`` [F, 3] about the vertical by ``angle`` [F] (radians)."""
+    c, s = np.cos(angle), np.sin(angle)
+    return np.stack([c * v[:, 0] - s * v[:, 1], s * v[:, 0] + c * v[:, 1], v[:, 2]], axis=-1)
+
+
+def _sagittal(angle: np.ndarray, lateral: np.ndarray | float = 0.0) -> np.ndarray:
+    """Unit-ish direction hanging down, rotated forward by ``angle`` (rad), with a lateral part."""
+    lat = np.broadcast_to(np.asarray(lateral, dtype=np.float64), angle.shape)
+    return np.stack([np.sin(angle), lat, -np.cos(angle)], axis=-1)
+
+
+def _vec(x, y, z, n: int) -> np.ndarray:
+    """A [n, 3] array of per-frame vectors; each component a scalar or an [n] array."""
+    parts = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64),
+                                np.asarray(z, dtype=np.float64), np.zeros(n))
+    return np.stack(parts[:3], axis=-1)
+
+
+def _body(p: dict, q: dict, condition: str, t: np.ndarray):
+    """Round cones of the walker at times ``t`` [F] (seconds).
+
+    Returns ``A, B`` [F, C, 3] end centres and ``RA, RB`` [F, C] end radii (metres).
+    """
+    n = t.shape[0]
+    S = p["stature"]
+    deg = np.pi / 180.0
+    speed = q["speed"]
+    cadence = p["cadence"] * np.sqrt(speed)  # faster walks: both quicker and longer steps
+    stride = np.sqrt(speed)
+
+    def noise(name: str) -> np.ndarray:
+        i = _NOISE_CHANNELS.index(name)
+        f, ph, a = q["noise_freq"][i], q["noise_phase"][i], q["noise_amp"][i]
+        return (a[None] * np.sin(_TWO_PI * f[None] * t[:, None] + ph[None])).sum(1) * deg
+
+    phase_r = q["phase0"] + t * cadence / 120.0  # gait cycles; 0 = right heel strike
+    phase_l = phase_r + 0.5
+    cyc_r = _TWO_PI * phase_r
+
+    bag = q.get("bag_kind", -1) if condition == "bg" else -1
+    bag_side = q.get("bag_side", 0.0)
+    coat = condition == "cl"
+    ct = q["coat_thick"] * S if coat else 0.0
+
+    # --- segment lengths ---
+    ankle_h = 0.04 * S
+    leg = p["leg_frac"] * S - ankle_h
+    thigh, shank = leg * p["thigh_frac"], leg * (1.0 - p["thigh_frac"])
+    head_r = p["head_frac"] * S
+    neck = p["neck_frac"] * S
+    trunk = S - p["leg_frac"] * S - 2.1 * head_r - neck  # pelvis centre to neck base
+    arm = p["arm_frac"] * S
+    upper_arm, forearm = arm * p["upper_arm_frac"], arm * (1.0 - p["upper_arm_frac"])
+    hand = 0.085 * S
+    foot = p["foot_frac"] * S
+    half_hip = 0.5 * p["hip_frac"] * S
+    half_sh = 0.5 * p["shoulder_frac"] * S
+
+    # --- radii (metres) ---
+    m = p["mass"]
+    r_trunk = 0.052 * S * m + ct
+    chest_off = 0.040 * S * p["chest_width"] * np.sqrt(m)  # lateral offset of the two trunk cones
+    r_pelvis = 0.050 * S * m * p["hips"] + 1.3 * ct
+    r_belly = 0.045 * S * m * (0.8 + 0.4 * p["belly"]) + ct
+    ka, kl = p["arm_thickness"] * np.sqrt(m), p["leg_thickness"] * m
+    r_uarm0, r_uarm1 = 0.026 * S * ka + 0.8 * ct, 0.020 * S * ka + 0.8 * ct
+    r_farm0, r_farm1 = 0.019 * S * ka + 0.8 * ct, 0.014 * S * ka + 1.2 * ct  # coat cuffs widen
+    r_hand0, r_hand1 = 0.012 * S, 0.011 * S
+    r_thigh0, r_thigh1 = 0.042 * S * kl + ct, 0.026 * S * kl
+    r_shank0, r_shank1 = 0.026 * S * np.sqrt(kl), 0.016 * S * np.sqrt(kl)
+    r_heel, r_toe = 0.019 * S, 0.015 * S
+    r_neck = 0.026 * S * np.sqrt(m) + (q["coat_collar"] * S if coat else 0.0)
+    r_shoulder = 0.030 * S * m + ct
+
+    # --- pelvis: sway towards the stance leg, transverse rotation, list ---
+    sway = -p["hip_sway_frac"] * S * np.sin(cyc_r - 0.3)
+    psi = p["pelvis_rot_deg"] * deg * np.cos(cyc_r)  # right hip forward at right heel strike
+    lst = p["pelvis_list_deg"] * deg * np.sin(cyc_r)  # swing-side hip drops in single support
+    pelvis = _vec(0.0, sway, 0.0, n)
+
+    # --- trunk, neck, head ---
+    lean = (p["lean_deg"] * deg + p["lean_swing_deg"] * deg * np.cos(2.0 * cyc_r + 0.5) + noise("lean"))
+    if bag == 1:  # a loaded backpack pulls the trunk forward
+        lean = lean + 3.0 * deg
+    spine = _vec(np.sin(lean), 0.0, np.cos(lean), n)  # pointing up, tilted forward by `lean`
+    neck_base = pelvis + trunk * spine
+    chi = -p["trunk_rot_deg"] * deg * np.cos(cyc_r)  # thorax counter-rotates against the pelvis
+    neck_ang = lean + p["neck_deg"] * deg + noise("head")
+    neck_top = neck_base + neck * _vec(np.sin(neck_ang), 0.0, np.cos(neck_ang), n)
+    cranium = neck_top + _vec(p["head_forward_frac"] * S, 0.0, 1.05 * head_r, n)
+    jaw = cranium + _vec(0.35 * head_r, 0.0, -0.55 * head_r, n)
+
+    caps = []  # (A [F,3], B [F,3], ra, rb)
+
+    def add(a, b, ra, rb=None):
+        caps.append((a, b, ra, ra if rb is None else rb))
+
+    # trunk: two round cones side by side -> wider than deep, like a real torso
+    for side in (-1.0, 1.0):
+        low = pelvis + _rot_z(psi, _vec(-0.005 * S, side * chest_off * 0.9, 0.06 * S, n))
+        high = neck_base + _rot_z(chi, _vec(-0.005 * S, side * chest_off, -0.05 * S, n))
+        add(low, high, r_trunk * p["waist"], r_trunk)
+    # belly: protrudes forward in side views
+    fwd = r_trunk - r_belly + 0.025 * S * p["belly"]
+    add(pelvis + _vec(fwd + 0.01 * S, 0.0, 0.07 * S, n),
+        pelvis + spine * (0.22 * S) + _vec(fwd * 0.6, 0.0, 0.0, n), r_belly, r_belly * 0.9)
+    # shoulders, neck, head
+    shoulder_z = -p["shoulder_drop_frac"] * S
+    tilt = np.sin(p["shoulder_tilt_deg"] * deg) * half_sh
+    shoulders = {side: neck_base + _rot_z(chi, _vec(0.0, side * half_sh, shoulder_z + side * tilt, n))
+                 for side in (-1.0, 1.0)}
+    add(shoulders[-1.0], shoulders[1.0], r_shoulder)
+    add(neck_base, neck_top, r_neck)
+    add(jaw, cranium, 0.72 * head_r, head_r)
+
+    # --- legs ---
+    lat_in = (0.5 * p["step_width_frac"] * S - half_hip) / leg  # adduction: feet under the body
+    hips = {}
+    thighs = {}
+    for side, ph, hn, kn in ((-1.0, phase_r, "hip_r", "knee_r"), (1.0, phase_l, "hip_l", "knee_l")):
+        cyc = _TWO_PI * ph
+        hip_a = (p["hip_offset_deg"] + p["hip_amp_deg"] * stride * (1.0 + side * p["asym_hip"])
+                 * np.cos(cyc + _TWO_PI * 0.05)) * deg + noise(hn)
+        knee_a = (3.0 + p["knee_load_deg"] * _bump(ph, 0.13, 0.06)
+                  + p["knee_swing_deg"] * (1.0 + side * p["asym_knee"]) * _bump(ph, 0.72, 0.12)) * deg + noise(kn)
+        ankle_a = (-5.0 * _bump(ph, 0.03, 0.04) + 10.0 * _bump(ph, 0.40, 0.12)
+                   - p["ankle_push_deg"] * _bump(ph, 0.62, 0.05) + 10.0 * _bump(ph, 0.82, 0.08)) * deg
+        hip_j = pelvis + _rot_z(psi, _vec(0.0, side * half_hip, side * np.sin(lst) * half_hip, n))
+        d_thigh = _sagittal(hip_a, side * lat_in)
+        knee_j = hip_j + thigh * d_thigh
+        shank_a = hip_a - knee_a
+        ankle_j = knee_j + shank * _sagittal(shank_a, side * lat_in)
+        pitch = shank_a + ankle_a  # foot pitch, toes up positive
+        toe_out = side * p["toe_out_deg"] * deg
+        ex = np.stack([np.cos(pitch) * np.cos(toe_out), np.cos(pitch) * np.sin(toe_out), np.sin(pitch)], -1)
+        ez = np.stack([-np.sin(pitch), np.zeros(n), np.cos(pitch)], -1)
+        heel = ankle_j - 0.14 * foot * ex - (ankle_h - r_heel) * ez
+        toe = ankle_j + 0.58 * foot * ex - (ankle_h - r_toe) * ez
+        add(hip_j, knee_j, r_thigh0, r_thigh1)
+        add(knee_j, ankle_j, r_shank0, r_shank1)
+        add(heel, toe, r_heel, r_toe)
+        hips[side], thighs[side] = hip_j, d_thigh
+    # pelvis / buttocks across the hip joints
+    add(hips[-1.0] + _rot_z(psi, _vec(-0.012 * S, 0.0, 0.02 * S, n)),
+        hips[1.0] + _rot_z(psi, _vec(-0.012 * S, 0.0, 0.02 * S, n)), r_pelvis)
+
+    # --- arms: counter-phase to the ipsilateral leg ---
+    hand_ends = {}
+    for side, ph_opp, sn, en in ((-1.0, phase_l, "sh_r", "el_r"), (1.0, phase_r, "sh_l", "el_l")):
+        swing = np.cos(_TWO_PI * ph_opp + _TWO_PI * 0.03)
+        amp = p["arm_swing_deg"] * stride * (1.0 + side * p["asym_arm"])
+        abd = p["arm_abduction_deg"]
+        elbow0 = p["elbow_bend_deg"]
+        if coat:
+            amp *= 0.85
+            abd += 4.0  # sleeves hold the arms out a little
+        if bag == 2 and side == bag_side:  # a handbag: arm hangs, swings little, held off the leg
+            amp *= 0.25
+            abd += 7.0
+            elbow0 *= 0.5
+        sh_a = (p["arm_offset_deg"] + amp * swing) * deg + noise(sn)
+        el_a = (elbow0 + p["elbow_swing_deg"] * 0.5 * (1.0 + swing)) * deg + noise(en)
+        lat = side * np.sin(abd * deg)
+        d_upper = _sagittal(sh_a, lat)
+        elbow_j = shoulders[side] + upper_arm * d_upper
+        d_fore = _sagittal(sh_a + el_a, 0.5 * lat)
+        wrist = elbow_j + forearm * d_fore
+        d_hand = _sagittal(sh_a + el_a + 8.0 * deg, 0.3 * lat)
+        hand_end = wrist + hand * d_hand
+        add(shoulders[side], elbow_j, r_uarm0, r_uarm1)
+        add(elbow_j, wrist, r_farm0, r_farm1)
+        add(wrist, hand_end, r_hand0, r_hand1)
+        hand_ends[side] = hand_end
+
+    # --- coat: a skirt below the hips loosely following the thighs, and a panel between them ---
+    if coat:
+        follow = q["coat_follow"]
+        hems = []
+        for side in (-1.0, 1.0):
+            d = follow * thighs[side] + (1.0 - follow) * np.array([0.0, 0.0, -1.0])
+            d[:, 1] += side * 0.06  # the skirt flares outwards
+            d /= np.linalg.norm(d, axis=1, keepdims=True)
+            top = hips[side] + _vec(0.0, side * 0.01 * S, 0.03 * S, n)
+            hem = hips[side] + q["coat_len"] * thigh * d
+            add(top, hem, r_thigh0 + 0.01 * S, r_thigh1 + q["coat_flare"] * S + ct)
+            hems.append(hem)
+        centre = 0.5 * (hems[0] + hems[1])
+        add(pelvis + _vec(0.0, 0.0, -0.01 * S, n), centre + _vec(0.0, 0.0, 0.02 * S, n),
+            r_pelvis * 0.9, 0.5 * (r_thigh1 + q["coat_flare"] * S + ct) + 0.01 * S)
+
+    # --- carried objects ---
+    if bag >= 0:
+        L, R = q["bag_len"] * S, q["bag_r"] * S
+        sw = q["bag_swing"] * S * np.sin(cyc_r + q["bag_lag"])
+        along = _vec(0.5 * L, 0.0, 0.0, n)
+
+        def box(centre, thick):
+            # a flat bag: three stacked horizontal capsules give a rounded-rectangle profile
+            for dz in (-0.45 * R, 0.0, 0.45 * R):
+                lift = _vec(0.0, 0.0, dz, n)
+                add(centre + lift - along, centre + lift + along, thick)
+
+        if bag == 0:  # shoulder bag hanging at one hip, swinging a little
+            centre = hips[bag_side] + _rot_z(psi, _vec(sw, bag_side * (r_pelvis + 0.4 * R),
+                                                        -q["bag_drop"] * S, n))
+            box(centre, 0.55 * R)
+            strap_from = shoulders[-bag_side if q["bag_cross"] else bag_side]
+            add(strap_from, centre + _vec(0.0, 0.0, R, n), 0.006 * S)
+        elif bag == 1:  # backpack: two cones behind the trunk, following the thorax
+            for side in (-1.0, 1.0):
+                top = neck_base + _rot_z(chi, _vec(-(r_trunk + 0.8 * R), side * 0.035 * S, -0.06 * S, n))
+                bottom = top - spine * (0.12 * S + 0.8 * L)
+                add(top, bottom, 0.85 * R, R)
+        else:  # handbag held in one hand, hanging from a short handle
+            centre = hand_ends[bag_side] + _vec(0.3 * sw, bag_side * 0.01 * S, -(0.04 * S + R), n)
+            box(centre, 0.5 * R)
+            add(hand_ends[bag_side], centre, 0.005 * S)
+
+    A = np.stack([c[0] for c in caps], axis=1)
+    B = np.stack([c[1] for c in caps], axis=1)
+    RA = np.broadcast_to(np.array([c[2] for c in caps], dtype=np.float64), (n, len(caps)))
+    RB = np.broadcast_to(np.array([c[3] for c in caps], dtype=np.float64), (n, len(caps)))
+    return A, B, RA, RB
+
+
+# ----------------------------------------------------------------------------------------------
+# rendering
+# ----------------------------------------------------------------------------------------------
+
+def _camera(view_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """Image right and up axes of an orthographic camera at azimuth ``view_deg`` (0: in front of
+    the walker, 90: at its left side, 180: behind), slightly elevated."""
+    th, el = np.deg2rad(view_deg), np.deg2rad(CAMERA_ELEVATION_DEG)
+    right = np.array([-np.sin(th), np.cos(th), 0.0])
+    up = np.array([-np.sin(el) * np.cos(th), -np.sin(el) * np.sin(th), np.cos(el)])
+    return right, up
+
+
+def _rasterise(ax, ay, bx, by, ra, rb, height: int, width: int) -> np.ndarray:
+    """Anti-aliased coverage [F, height, width] of the union of 2-D round cones.
+
+    All inputs are [F, C] in pixel units (x right, y down, pixel (i, j) centred at (j+.5, i+.5)).
+    Each cone is evaluated only in its own bounding box (batched over frames), and the minimum
+    signed distance is kept per pixel; coverage is ``clip(0.5 - d, 0, 1)``.
+    """
+    f_n, c_n = ax.shape
+    dist = np.full(f_n * height * width, np.float32(4.0), dtype=np.float32)
+    frame_base = (np.arange(f_n, dtype=np.int64) * (height * width))[:, None, None]
+    for c in range(c_n):
+        a_x, a_y, b_x, b_y, r_a, r_b = (v[:, c] for v in (ax, ay, bx, by, ra, rb))
+        # bounding box of pixels whose centre is within 0.5 px of the shape
+        x0 = np.floor(np.minimum(a_x - r_a, b_x - r_b) - 0.5).astype(np.int64)
+        x1 = np.ceil(np.maximum(a_x + r_a, b_x + r_b) + 0.5).astype(np.int64)
+        y0 = np.floor(np.minimum(a_y - r_a, b_y - r_b) - 0.5).astype(np.int64)
+        y1 = np.ceil(np.maximum(a_y + r_a, b_y + r_b) + 0.5).astype(np.int64)
+        qw = int(min(width, (x1 - x0).max()))
+        qh = int(min(height, (y1 - y0).max()))
+        x0 = np.maximum(np.minimum(x0, width - qw), 0)
+        y0 = np.maximum(np.minimum(y0, height - qh), 0)
+        jj = np.arange(qw, dtype=np.float32)
+        ii = np.arange(qh, dtype=np.float32)
+        # pixel centres relative to end a, in the cone's frame (t along the axis, s across it)
+        px = (x0.astype(np.float32) + 0.5 - a_x)[:, None] + jj[None]  # [F, qw]
+        py = (y0.astype(np.float32) + 0.5 - a_y)[:, None] + ii[None]  # [F, qh]
+        dx, dy = b_x - a_x, b_y - a_y
+        length = np.sqrt(dx * dx + dy * dy)
+        short = length < 1e-4
+        length = np.where(short, np.float32(1e-4), length)
+        ux = np.where(short, np.float32(1.0), dx / length)
+        uy = np.where(short, np.float32(0.0), dy / length)
+        # tangent lines of the hull: sin(beta) = (ra - rb) / L; when one disc contains the other
+        # the hull is just the larger disc (handled below)
+        sin_b = (r_a - r_b) / length
+        contained = np.abs(sin_b) >= 1.0
+        sin_b = np.where(contained, np.float32(0.0), sin_b)
+        cos_b = np.sqrt(1.0 - sin_b * sin_b)
+        pxu, pxv = (px * ux[:, None])[:, None, :], (px * uy[:, None])[:, None, :]
+        pyu, pyv = (py * uy[:, None])[:, :, None], (py * ux[:, None])[:, :, None]
+        t = pxu + pyu  # [F, qh, qw]
+        s = np.abs(pxv - pyv)
+        e3 = (slice(None), None, None)
+        r_a3, r_b3, l3, sb3, cb3 = r_a[e3], r_b[e3], length[e3], sin_b[e3], cos_b[e3]
+        w = t * cb3 - s * sb3  # position along the tangent line
+        d_side = t * sb3 + s * cb3 - r_a3
+        s2 = s * s
+        d_a = np.sqrt(t * t + s2) - r_a3
+        tb = t - l3
+        d_b = np.sqrt(tb * tb + s2) - r_b3
+        d = np.where(w < 0.0, d_a, np.where(w > l3 * cb3, d_b, d_side))
+        if contained.any():
+            d = np.where(contained[e3], np.minimum(d_a, d_b), d)
+        idx = (frame_base + (y0[:, None, None] + np.arange(qh)[None, :, None]) * width
+               + x0[:, None, None] + np.arange(qw)[None, None, :])
+        dist[idx] = np.minimum(dist[idx], d)
+    cov = np.clip(np.float32(0.5) - dist, 0.0, 1.0)
+    return cov.reshape(f_n, height, width)
+
+
+def render_sequence(subject: int, condition: str, view_deg: float, *, seed: int, sequence: int, frames: int,
+                    frame_step: float = 1.0) -> np.ndarray:
+    """uint8 array [frames, 64, 44] of normalised silhouettes of one walk.
+
+    condition: 'nm' (normal), 'bg' (carrying a bag), 'cl' (wearing a coat).
+    view_deg: camera azimuth, 0..180 (CASIA-B: 0 walking towards the camera, 90 side view,
+    180 walking away). sequence: the repeat index (nm-01..06 -> 1..6); it varies speed, gait phase,
+    noise, walking direction and, for bg/cl, the bag or coat. frame_step: gait time per output frame
+    in 25-fps video frames. The same arguments always give the same bytes.
+    """
+    if condition not in _CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; expected one of {sorted(_CONDITIONS)}")
+    frames = int(frames)
+    if frames < 1:
+        raise ValueError("frames must be >= 1")
+    if not frame_step > 0:
+        raise ValueError("frame_step must be positive")
+    p = dict(_subject_params(int(subject), int(seed)))
+    q = _sequence_params(int(subject), condition, int(seed), int(sequence))
+    t = np.arange(frames, dtype=np.float64) * (float(frame_step) / FPS)
+    A, B, RA, RB = _body(p, q, condition, t)
+
+    # a slightly different walking direction is the same as a slightly different camera azimuth
+    right, up = _camera(float(view_deg) + q["direction_deg"])
+    au, av, bu, bv = A @ right, A @ up, B @ right, B @ up
+    top = np.maximum(av + RA, bv + RB).max(1)
+    bottom = np.minimum(av - RA, bv - RB).min(1)
+    left = np.minimum(au - RA, bu - RB).min(1)
+    extent = np.maximum(au + RA, bu + RB).max(1)
+    scale = FRAME_HEIGHT / (top - bottom)  # pixels per metre, per frame: height -> 64 rows
+
+    # pixel coordinates: x from the silhouette's left edge (+1 px margin), y down from its top
+    sc = scale[:, None]
+    f32 = np.float32
+    ax_, bx_ = ((au - left[:, None]) * sc + 1.0).astype(f32), ((bu - left[:, None]) * sc + 1.0).astype(f32)
+    ay_, by_ = ((top[:, None] - av) * sc).astype(f32), ((top[:, None] - bv) * sc).astype(f32)
+    ra_, rb_ = (RA * sc).astype(f32), (RB * sc).astype(f32)
+    width = int(np.ceil(((extent - left) * scale).max())) + 3
+    cov = _rasterise(ax_, ay_, bx_, by_, ra_, rb_, FRAME_HEIGHT, width)
+
+    # centre on the median column of mass, then keep FRAME_WIDTH columns around it
+    cum = np.cumsum(cov.sum(axis=1), axis=1)
+    median = np.argmax(cum >= 0.5 * cum[:, -1:], axis=1)
+    half = FRAME_WIDTH // 2
+    padded = np.pad(cov, ((0, 0), (0, 0), (half, half)))
+    cols = median[:, None] + np.arange(FRAME_WIDTH)[None]  # padded index of column (median - half + k)
+    out = np.take_along_axis(padded, np.broadcast_to(cols[:, None, :], (frames, FRAME_HEIGHT, FRAME_WIDTH)),
+                             axis=2)
+    return np.rint(out * 255.0).astype(np.uint8)

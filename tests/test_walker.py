@@ -1,0 +1,271 @@
+"""Tests of the procedural walker that renders the synthetic CASIA-B-like dataset."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gaitbench.data import walker
+from gaitbench.data.walker import FRAME_HEIGHT, FRAME_WIDTH, WALKER_VERSION, render_sequence, subject_params
+
+SUBJECTS = range(1, 9)
+
+
+def render(subject=1, condition="nm", view=90.0, sequence=1, frames=30, frame_step=1.0, seed=0):
+    return render_sequence(subject, condition, view, seed=seed, sequence=sequence, frames=frames,
+                           frame_step=frame_step)
+
+
+def gei(*args, **kwargs) -> np.ndarray:
+    """Gait energy image: the mean silhouette over a sequence, in [0, 1]."""
+    return render(*args, **kwargs).astype(np.float64).mean(0) / 255.0
+
+
+def dist(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(((a - b) ** 2).sum()))
+
+
+def median_column(frame: np.ndarray) -> int:
+    """The column where the cumulative column mass first reaches half the total."""
+    cum = np.cumsum(frame.astype(np.float64).sum(0))
+    return int(np.argmax(cum >= 0.5 * cum[-1]))
+
+
+def row_width(frames: np.ndarray) -> np.ndarray:
+    """Per-frame horizontal extent (columns) of the pixels at least half covered."""
+    cols = (frames >= 128).any(axis=1)
+    return np.array([np.ptp(np.flatnonzero(c)) + 1 if c.any() else 0 for c in cols], dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# format
+# ---------------------------------------------------------------------------------------------
+
+def test_constants():
+    assert (FRAME_HEIGHT, FRAME_WIDTH) == (64, 44)
+    assert isinstance(WALKER_VERSION, str) and WALKER_VERSION
+
+
+@pytest.mark.parametrize("condition", ["nm", "bg", "cl"])
+@pytest.mark.parametrize("view", [0.0, 18.0, 90.0, 162.0, 180.0])
+def test_shape_dtype_and_range(condition, view):
+    x = render(3, condition, view, sequence=2, frames=7, frame_step=2.5)
+    assert x.shape == (7, FRAME_HEIGHT, FRAME_WIDTH)
+    assert x.dtype == np.uint8
+    assert x.max() == 255
+    # anti-aliased edges: grey values exist, but most foreground is solid
+    grey = ((x > 0) & (x < 255)).sum()
+    assert grey > 0
+    assert (x == 255).sum() > grey
+
+
+def test_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        render(condition="xx")
+    with pytest.raises(ValueError):
+        render(frames=0)
+    with pytest.raises(ValueError):
+        render(frame_step=0.0)
+
+
+def test_every_frame_is_height_normalised_and_centred():
+    for subject, condition, view in [(1, "nm", 90.0), (2, "bg", 0.0), (3, "cl", 126.0), (4, "bg", 54.0)]:
+        for sequence in (1, 2):
+            x = render(subject, condition, view, sequence=sequence, frames=24, frame_step=1.5)
+            assert (x.reshape(len(x), -1).sum(1) > 0).all()
+            # the silhouette spans all 64 rows: it touches the top and the bottom row in every frame
+            assert (x[:, 0].max(axis=1) >= 200).all()
+            assert (x[:, -1].max(axis=1) >= 200).all()
+            # nothing is cut off at the top or bottom, and the frame is not blank in between
+            assert (x.max(axis=2) > 0).all()
+            # the median column of mass is the centre column
+            for frame in x:
+                assert abs(median_column(frame) - FRAME_WIDTH // 2) <= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# determinism
+# ---------------------------------------------------------------------------------------------
+
+def test_deterministic_and_call_order_independent():
+    a = render(5, "bg", 72.0, sequence=2, frames=10)
+    render(6, "cl", 18.0, sequence=1, frames=5)  # other calls in between (and warm caches)
+    b = render(5, "bg", 72.0, sequence=2, frames=10)
+    assert a.tobytes() == b.tobytes()
+    walker._subject_params.cache_clear()
+    walker._sequence_params.cache_clear()
+    assert render(5, "bg", 72.0, sequence=2, frames=10).tobytes() == a.tobytes()
+
+
+def test_deterministic_across_processes():
+    """Python's str hash is salted per process: the bytes must not depend on it."""
+    code = (
+        "import hashlib, sys\n"
+        "from gaitbench.data.walker import render_sequence\n"
+        "x = render_sequence(7, 'cl', 36.0, seed=3, sequence=2, frames=6, frame_step=2.0)\n"
+        "sys.stdout.write(hashlib.sha256(x.tobytes()).hexdigest())\n"
+    )
+    x = render(7, "cl", 36.0, seed=3, sequence=2, frames=6, frame_step=2.0)
+    here = hashlib.sha256(x.tobytes()).hexdigest()
+    root = str(Path(walker.__file__).resolve().parents[2])
+    for hash_seed in ("1", "2"):
+        env = {"PYTHONHASHSEED": hash_seed, "PYTHONPATH": root, "PATH": "/usr/bin:/bin"}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        assert out.stdout == here
+
+
+def test_arguments_change_the_output():
+    base = render(1, "nm", 90.0, sequence=1, frames=8)
+    for other in (render(2, "nm", 90.0, sequence=1, frames=8),  # subject
+                  render(1, "nm", 90.0, sequence=2, frames=8),  # repeat
+                  render(1, "nm", 108.0, sequence=1, frames=8),  # view
+                  render(1, "nm", 90.0, sequence=1, frames=8, seed=1)):  # dataset seed
+        assert not np.array_equal(base, other)
+
+
+def test_frame_step_only_changes_sampling():
+    """The walk is a function of time: every other frame at step 1 is the walk at step 2."""
+    dense = render(4, "nm", 54.0, sequence=3, frames=20, frame_step=1.0)
+    sparse = render(4, "nm", 54.0, sequence=3, frames=10, frame_step=2.0)
+    diff = np.abs(dense[::2].astype(int) - sparse.astype(int))
+    assert diff.max() <= 1
+    # and a longer step covers more of the gait cycle
+    assert not np.array_equal(dense[:10], sparse)
+
+
+def test_subject_params():
+    a, b = subject_params(1, 0), subject_params(1, 0)
+    assert a == b and a is not b
+    assert all(isinstance(v, float) for v in a.values())
+    for key in ("leg_frac", "thigh_frac", "shoulder_frac", "hip_frac", "mass", "head_frac", "lean_deg",
+                "cadence", "hip_amp_deg", "arm_swing_deg", "knee_swing_deg", "hip_sway_frac", "elbow_bend_deg"):
+        assert key in a
+    many = [subject_params(s, 0) for s in range(1, 41)]
+    assert len({p["leg_frac"] for p in many}) == 40
+    assert subject_params(1, 1) != a
+    # substantial between-subject spread in proportions and dynamics
+    for key, min_spread in (("leg_frac", 0.05), ("shoulder_frac", 0.04), ("mass", 0.3), ("cadence", 15.0),
+                            ("arm_swing_deg", 10.0)):
+        values = np.array([p[key] for p in many])
+        assert np.ptp(values) >= min_spread, key
+
+
+# ---------------------------------------------------------------------------------------------
+# the rasteriser is exact
+# ---------------------------------------------------------------------------------------------
+
+def test_rasteriser_matches_brute_force_round_cones():
+    """Coverage equals clip(0.5 - d) with d the distance to the union of discs swept along each
+    segment with linearly changing radius (= the hull of the two end discs)."""
+    rng = np.random.default_rng(0)
+    f_n, c_n, h, w = 6, 3, 32, 40
+    ax, ay = rng.uniform(8, 32, (f_n, c_n)), rng.uniform(8, 24, (f_n, c_n))
+    bx, by = ax + rng.normal(0, 6, (f_n, c_n)), ay + rng.normal(0, 6, (f_n, c_n))
+    ra, rb = rng.uniform(0.3, 5, (f_n, c_n)), rng.uniform(0.3, 5, (f_n, c_n))
+    bx[0, 0], by[0, 0] = ax[0, 0], ay[0, 0]  # a sphere
+    bx[1, 0], by[1, 0], ra[1, 0], rb[1, 0] = ax[1, 0] + 0.5, ay[1, 0], 5.0, 1.0  # one disc inside the other
+    args = [v.astype(np.float32) for v in (ax, ay, bx, by, ra, rb)]
+    ax, ay, bx, by, ra, rb = (v.astype(np.float64) for v in args)
+    cov = walker._rasterise(*args, h, w)
+    lam = np.linspace(0.0, 1.0, 1001)
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    for f in range(f_n):
+        d = np.full((h, w), np.inf)
+        for c in range(c_n):
+            cx = ax[f, c] + lam * (bx[f, c] - ax[f, c])
+            cy = ay[f, c] + lam * (by[f, c] - ay[f, c])
+            r = ra[f, c] + lam * (rb[f, c] - ra[f, c])
+            d = np.minimum(d, (np.hypot(xx[..., None] - cx, yy[..., None] - cy) - r).min(-1))
+        np.testing.assert_allclose(cov[f], np.clip(0.5 - d, 0, 1), atol=2e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# conditions, views, identity
+# ---------------------------------------------------------------------------------------------
+
+def test_coat_adds_mass():
+    ratios = []
+    for subject in SUBJECTS:
+        for view in (0.0, 90.0, 144.0):
+            nm = render(subject, "nm", view, sequence=1, frames=12, frame_step=2.5).astype(np.float64).sum()
+            cl = render(subject, "cl", view, sequence=1, frames=12, frame_step=2.5).astype(np.float64).sum()
+            ratios.append(cl / nm)
+    ratios = np.array(ratios)
+    assert ratios.mean() > 1.12
+    assert (ratios > 1.03).mean() >= 0.9
+
+
+def test_bag_changes_the_silhouettes():
+    """A bag moves the GEI much further from a normal walk than another normal walk does."""
+    within, bag = [], []
+    for subject in SUBJECTS:
+        for view in (36.0, 90.0):
+            nm1 = gei(subject, "nm", view, sequence=1, frames=12, frame_step=2.5)
+            nm2 = gei(subject, "nm", view, sequence=2, frames=12, frame_step=2.5)
+            within.append(dist(nm1, nm2))
+            bag.append(np.mean([dist(nm1, gei(subject, "bg", view, sequence=q, frames=12, frame_step=2.5))
+                                for q in (1, 2)]))
+    assert np.mean(bag) > 2.0 * np.mean(within)
+    assert (np.array(bag) > np.array(within)).mean() >= 0.85
+
+
+def test_side_view_is_wider_than_front_view():
+    """Legs spread along the walking direction: wide from the side, narrow from the front."""
+    side, front = [], []
+    for subject in SUBJECTS:
+        side.append(row_width(render(subject, "nm", 90.0, sequence=1, frames=30)[:, 48:]).mean())
+        front.append(row_width(render(subject, "nm", 0.0, sequence=1, frames=30)[:, 48:]).mean())
+    side, front = np.array(side), np.array(front)
+    assert side.mean() > 1.5 * front.mean()
+    assert (side > front).all()
+    # and the whole silhouette is wider on average too
+    whole_side = np.mean([row_width(render(s, "nm", 90.0, frames=30)).mean() for s in SUBJECTS])
+    whole_front = np.mean([row_width(render(s, "nm", 0.0, frames=30)).mean() for s in SUBJECTS])
+    assert whole_side > whole_front
+
+
+def test_views_change_the_silhouettes():
+    g = {v: gei(2, "nm", v, sequence=1, frames=12, frame_step=2.5) for v in (0.0, 36.0, 90.0)}
+    repeat = gei(2, "nm", 90.0, sequence=2, frames=12, frame_step=2.5)
+    assert dist(g[90.0], g[0.0]) > 2.0 * dist(g[90.0], repeat)
+    assert dist(g[36.0], g[0.0]) > dist(g[90.0], repeat)
+
+
+@pytest.mark.parametrize("view", [0.0, 90.0])
+def test_identity_is_recognisable_from_gait_energy_images(view):
+    """Same subject, another walk: closer than any other subject's walk (on average, and by
+    nearest-neighbour identification)."""
+    subjects = list(range(1, 11))
+    gallery = np.stack([gei(s, "nm", view, sequence=1, frames=12, frame_step=2.5) for s in subjects])
+    probe = np.stack([gei(s, "nm", view, sequence=4, frames=12, frame_step=2.5) for s in subjects])
+    d = np.sqrt(((probe[:, None] - gallery[None]) ** 2).sum(axis=(-1, -2)))
+    within = np.diag(d)
+    between = d[~np.eye(len(subjects), dtype=bool)]
+    assert within.mean() < 0.5 * between.mean()
+    assert (d.argmin(axis=1) == np.arange(len(subjects))).mean() >= 0.8
+
+
+def test_repeated_walks_vary():
+    """Repeats of one condition are not copies: speed, phase and noise differ."""
+    a = render(3, "nm", 90.0, sequence=1, frames=16)
+    b = render(3, "nm", 90.0, sequence=2, frames=16)
+    assert np.abs(a.astype(int) - b.astype(int)).mean() > 2.0
+    # but as gait energy images they stay close
+    assert dist(a.mean(0) / 255.0, b.mean(0) / 255.0) < dist(a.mean(0) / 255.0,
+                                                           render(4, "nm", 90.0, frames=16).mean(0) / 255.0)
+
+
+def test_render_speed():
+    """The requirement is well under 10 ms per frame; it is usually ~0.3 ms."""
+    render(1, "cl", 90.0, frames=30)  # warm-up
+    start = time.perf_counter()
+    for view in (0.0, 90.0, 180.0):
+        render(2, "cl", view, sequence=2, frames=30)
+    per_frame = (time.perf_counter() - start) / 90
+    assert per_frame < 0.010
