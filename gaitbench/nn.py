@@ -1,0 +1,133 @@
+"""Small, method-agnostic neural-network building blocks shared by plugins.
+
+Conventions: a batch of silhouette sequences is laid out as ``[n, c, s, h, w]``
+(samples, channels, frames, height, width); part-based features as
+``[n, c, p]`` (p = number of horizontal parts).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+__all__ = [
+    "SeparateFCs",
+    "horizontal_pyramid_pool",
+    "FrameWise",
+    "BasicConv2d",
+    "temporal_max",
+    "TemporalMax",
+    "init_parameters",
+]
+
+
+class SeparateFCs(nn.Module):
+    """One independent linear map (no bias) per part.
+
+    ``x [n, c_in, p] -> [n, c_out, p]``; the weight ``fc_bin`` has shape
+    ``[p, c_in, c_out]``. With ``norm=True`` each output column of ``fc_bin``
+    is L2-normalised over the input dimension before use.
+    """
+
+    def __init__(self, parts: int, in_channels: int, out_channels: int, norm: bool = False):
+        super().__init__()
+        self.parts = parts
+        self.norm = norm
+        self.fc_bin = nn.Parameter(nn.init.xavier_uniform_(torch.zeros(parts, in_channels, out_channels)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = F.normalize(self.fc_bin, dim=1) if self.norm else self.fc_bin
+        # .contiguous(): a strided bmm operand falls back to a very slow CPU kernel.
+        out = x.permute(2, 0, 1).contiguous().matmul(w)  # [p, n, c_out]
+        return out.permute(1, 2, 0).contiguous()
+
+    def extra_repr(self) -> str:
+        p, i, o = self.fc_bin.shape
+        return f"parts={p}, in_channels={i}, out_channels={o}, norm={self.norm}"
+
+
+def horizontal_pyramid_pool(x: torch.Tensor, bins: Sequence[int]) -> torch.Tensor:
+    """Horizontal pyramid pooling: ``[n, c, h, w] -> [n, c, sum(bins)]``.
+
+    For each ``b`` in ``bins`` the map is split into ``b`` equal horizontal
+    strips (``h`` must be divisible by ``b``); each strip gives mean + max.
+    Parts are concatenated in the order of ``bins``, top strip first.
+    """
+    n, c = x.shape[:2]
+    feats = []
+    for b in bins:
+        z = x.reshape(n, c, b, -1)
+        feats.append(z.mean(-1) + z.amax(-1))
+    return torch.cat(feats, -1)
+
+
+class FrameWise(nn.Module):
+    """Apply a 2-D module to every frame: ``[n, c, s, h, w] -> [n, c', s, h', w']``."""
+
+    def __init__(self, forward_block: nn.Module):
+        super().__init__()
+        self.forward_block = forward_block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, s, h, w = x.shape
+        y = self.forward_block(x.transpose(1, 2).reshape(n * s, c, h, w))
+        return y.reshape(n, s, *y.shape[1:]).transpose(1, 2).contiguous()
+
+
+class BasicConv2d(nn.Module):
+    """A bias-free ``nn.Conv2d`` (attribute ``conv``); no norm, no activation."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def temporal_max(x: torch.Tensor, lengths: Optional[torch.Tensor] = None, dim: int = 2) -> torch.Tensor:
+    """Max over the frame dimension ``dim``; returns the values only.
+
+    If ``lengths`` (``[n]``, integer) is given, ``x`` is a zero-padded batch and
+    frames ``t >= lengths[i]`` of sample ``i`` are ignored (every length must be >= 1).
+    """
+    if lengths is None:
+        return x.amax(dim)
+    dim = dim % x.dim()
+    n, s = x.shape[0], x.shape[dim]
+    valid = torch.arange(s, device=x.device)[None, :] < lengths.to(x.device).reshape(n, 1)
+    shape = [1] * x.dim()
+    shape[0], shape[dim] = n, s
+    return x.masked_fill(~valid.reshape(shape), float("-inf")).amax(dim)
+
+
+class TemporalMax(nn.Module):
+    """Parameter-free module wrapper of :func:`temporal_max`."""
+
+    def __init__(self, dim: int = 2):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return temporal_max(x, lengths, self.dim)
+
+
+def init_parameters(module: nn.Module) -> nn.Module:
+    """Xavier-uniform conv/linear weights with zero biases; BatchNorm weight ~ N(1, 0.02), bias 0.
+
+    Other parameters (e.g. ``SeparateFCs.fc_bin``) keep their own init.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+            if m.weight is not None:
+                nn.init.normal_(m.weight, 1.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module

@@ -1,0 +1,1 @@
+"""GaitSet plugin tests."""
