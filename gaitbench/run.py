@@ -1,0 +1,228 @@
+"""``gaitbench run``: train a method under a protocol, embed the test set, evaluate, record."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import DataError, GaitbenchError
+
+
+@dataclass
+class RunSettings:
+    method: str
+    protocol: str
+    data_root: str | None = None
+    partition: str | None = None
+    recipe: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    iterations: int | None = None
+    device: str = "cpu"
+    seed: int = 0
+    out: str | None = None
+    progress: bool = True
+    synth_subjects: int | None = None  # a smaller synthetic set (tests, quick looks)
+
+
+def select_rows(store, protocol) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the training and test subjects; errors say what the protocol expected."""
+    subjects = store.index["subject"].to_numpy().astype(str)
+    train_ids, test_ids = protocol.split.ids("train"), protocol.split.ids("test")
+    if train_ids & test_ids:
+        raise DataError(f"protocol {protocol.describe()}: subjects in both train and test: "
+                        f"{sorted(train_ids & test_ids)[:10]}")
+    train = np.flatnonzero(np.isin(subjects, sorted(train_ids)))
+    test = np.flatnonzero(np.isin(subjects, sorted(test_ids)))
+    present = sorted(set(subjects))
+    for name, rows, ids in (("training", train, train_ids), ("test", test, test_ids)):
+        if len(rows) == 0:
+            raise DataError(
+                f"the {name} split of protocol {protocol.describe()} selects no sequences: it expects subjects "
+                f"{_summarise(sorted(ids))}, the dataset at {store.root} has {_summarise(present)}; "
+                "pass --partition with an OpenGait-style JSON to choose the split")
+    return train, test
+
+
+def _summarise(ids: list[str]) -> str:
+    if len(ids) <= 6:
+        return ", ".join(ids) or "none"
+    return f"{len(ids)} ids ({ids[0]} ... {ids[-1]})"
+
+
+def embed(model, store, rows: np.ndarray, *, device: str = "cpu", max_frames_per_batch: int = 4096,
+          max_sequences: int = 64, progress: bool = True) -> np.ndarray:
+    """Embeddings ``[len(rows), C, P]`` float32 of whole sequences, in the order of ``rows``."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .data.sampling import sequence_batches
+
+    model.eval()
+    position = {int(r): i for i, r in enumerate(rows)}
+    out: np.ndarray | None = None
+    done = 0
+    with torch.inference_mode(), tqdm(total=len(rows), desc="embedding", unit="seq", disable=not progress,
+                                      dynamic_ncols=True) as bar:
+        for batch_rows, sils, lengths in sequence_batches(store, rows, max_frames_per_batch, max_sequences):
+            x = torch.from_numpy(sils).to(device)
+            lens = torch.from_numpy(lengths).to(device)
+            emb = model(x, lengths=lens)["embeddings"].float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(rows), *emb.shape[1:]), np.float32)
+            out[[position[int(r)] for r in batch_rows]] = emb
+            done += len(batch_rows)
+            bar.update(len(batch_rows))
+    if out is None or done != len(rows):
+        raise GaitbenchError(f"embedded {done} of {len(rows)} sequences")
+    return out
+
+
+def save_embeddings(path: str | Path, embeddings: np.ndarray, index, rows, **meta) -> Path:
+    """The embeddings file of DESIGN.md: ``embeddings`` plus ``subjects``, ``types``, ``views``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sel = index.iloc[rows]
+    np.savez(path, embeddings=embeddings, subjects=sel["subject"].to_numpy().astype(str),
+             types=sel["type"].to_numpy().astype(str), views=sel["view"].to_numpy().astype(str),
+             **{k: np.asarray(str(v)) for k, v in meta.items()})
+    return path
+
+
+def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the whole job; returns the run record that is also written to ``OUT/result.json``."""
+    from . import __version__
+    from .data.store import open_store
+    from .data.synthetic import LAYOUTS, SynthSpec, ensure_synthetic
+    from .evaluation.engine import evaluate
+    from .plugins import get_plugins
+    from .protocols import resolve_protocol
+    from .results import view_matrix_table, write_json_atomic
+    from .training.recipe import resolve_recipe
+
+    plugins = plugins or get_plugins()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    method = plugins.method(settings.method)
+    protocol = resolve_protocol(settings.protocol, plugins)
+    if settings.partition:
+        protocol = protocol.with_partition(settings.partition)
+    recipe_name = settings.recipe or ("quick" if settings.data_root is None else protocol.name)
+    recipe = resolve_recipe(method, recipe_name, settings.overrides)
+    iterations = recipe.train.iterations if settings.iterations is None else settings.iterations
+    if iterations < 0:
+        raise GaitbenchError("--iterations must be >= 0")
+    variant = recipe.variant or method.default_variant
+    method.variant_kwargs(variant)  # fail early on an unknown variant
+
+    import torch
+
+    if settings.device.startswith("cuda") and not torch.cuda.is_available():
+        raise GaitbenchError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+
+    # -- data
+    t = time.perf_counter()
+    if settings.data_root is None:
+        if protocol.dataset not in LAYOUTS:
+            raise DataError(f"protocol {protocol.describe()} needs dataset {protocol.dataset!r}, which has no "
+                            f"built-in synthetic layout yet; pass --data-root")
+        spec = SynthSpec(layout=protocol.dataset, seed=0,
+                         subjects=settings.synth_subjects or LAYOUTS[protocol.dataset].subjects)
+        echo(f"data: SYNTHETIC {protocol.dataset} (gaitbench walker v{spec.generator_info()['version']}, "
+             f"{spec.subjects} subjects, seed {spec.seed}) - not real data; numbers are not comparable with papers")
+        store = ensure_synthetic(spec, progress=settings.progress)
+    else:
+        store = open_store(settings.data_root)
+        store.meta.setdefault("dataset", protocol.dataset)
+        if store.meta.get("dataset") in (None, "unknown"):
+            store.meta["dataset"] = protocol.dataset
+        echo(f"data: {store.root} ({len(store)} sequences{', SYNTHETIC' if store.synthetic else ''})")
+    train_rows, test_rows = select_rows(store, protocol)
+    timings["data_s"] = round(time.perf_counter() - t, 3)
+
+    out_dir = Path(settings.out) if settings.out else Path("runs") / f"{method.name}-{protocol.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- model and training
+    from .training.checkpoint import save_checkpoint
+    from .training.trainer import Trainer, seed_everything
+
+    seed_everything(settings.seed)
+    model_kwargs = dict(recipe.model)
+    model = method.create(variant, **model_kwargs).to(settings.device)
+    parameters = sum(p.numel() for p in model.parameters())
+    echo(f"method: {method.name} (variant {variant}{', REDUCED for CPU - not the paper network' if variant == 'quick' else ''}, "
+         f"{parameters:,} parameters); recipe {recipe.name}; protocol {protocol.describe()}; "
+         f"{len(train_rows)} training / {len(test_rows)} test sequences; {iterations} iterations on {settings.device}")
+    from .data.sampling import TripletSampler
+
+    t = time.perf_counter()
+    s = recipe.sampler
+    sampler = TripletSampler(store, train_rows, s.P, s.K, s.frames, s.order, s.skip, seed=settings.seed)
+    trainer = Trainer(model, recipe, sampler, device=settings.device, plugins=plugins, out_dir=out_dir,
+                      progress=settings.progress)
+    history = trainer.train(iterations)
+    timings["train_s"] = round(time.perf_counter() - t, 3)
+    from .config import to_dict
+
+    recipe_dict = to_dict(recipe)
+    ckpt = save_checkpoint(out_dir / "checkpoints" / "final.pt", model, method=method.name, variant=variant,
+                           iteration=trainer.step, recipe=recipe_dict, data_fingerprint=store.fingerprint,
+                           model_kwargs=model_kwargs)
+
+    # -- embed and evaluate
+    t = time.perf_counter()
+    emb = embed(model, store, test_rows, device=settings.device,
+                max_frames_per_batch=recipe.eval.max_frames_per_batch,
+                max_sequences=recipe.eval.max_sequences_per_batch, progress=settings.progress)
+    timings["embed_s"] = round(time.perf_counter() - t, 3)
+    save_embeddings(out_dir / "embeddings.npz", emb, store.index, test_rows, method=method.name,
+                    protocol=protocol.name)
+    labels = store.index.iloc[test_rows]
+    report = evaluate(protocol, emb, labels["subject"], labels["type"], labels["view"], device=settings.device)
+    timings["evaluate_s"] = report.timings["metrics_s"]
+    plugins.evaluate_end(settings, report)
+    timings["total_s"] = round(time.perf_counter() - t0, 3)
+
+    plugin_info = plugins.infos.get(plugins.methods()[method.name].plugin)
+    result = {
+        "method": method.name,
+        "variant": variant,
+        "recipe": recipe.name,
+        "protocol": protocol.name,
+        "protocol_version": protocol.version,
+        "split": {"train": protocol.split.train, "test": protocol.split.test,
+                  "partition": settings.partition},
+        "dataset": store.describe(),
+        "config": recipe_dict,
+        "seed": settings.seed,
+        "iterations": trainer.step,
+        "device": settings.device,
+        "precision": "fp32",
+        "parameters": parameters,
+        "metrics": report.metrics,
+        "tables": report.tables,
+        "timings": timings,
+        "versions": {
+            "gaitbench": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "plugin": {"name": plugin_info.name, "distribution": plugin_info.distribution,
+                       "version": plugin_info.version} if plugin_info else None,
+        },
+        "stages": [],
+        "training": {"final": history[-1] if history else None},
+        "checkpoint": str(ckpt),
+    }
+    write_json_atomic(out_dir / "result.json", result)
+    header = (f"{method.name} [{variant}] on {protocol.describe()} - rank-1 (%), identical view excluded"
+              f"{' - SYNTHETIC DATA' if store.synthetic else ''}")
+    echo("")
+    echo(header)
+    echo(view_matrix_table(report))
+    echo(f"\nrun written to {out_dir}/result.json ({timings['total_s']:.0f} s)")
+    return result

@@ -1,0 +1,103 @@
+"""Recipes: a method's training and inference hyper-parameters for one protocol, as data.
+
+A recipe is a TOML file shipped by the method plugin (``recipes/<name>.toml``) or given by path;
+``--set section.key=value`` overrides any field. Unknown keys are errors with "did you mean".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import apply_overrides, from_mapping, read_toml
+from ..errors import ConfigError
+
+
+@dataclass
+class SamplerConfig:
+    P: int = 8  # subjects per batch
+    K: int = 16  # sequences per subject
+    frames: int = 30  # frames per training clip
+    order: str = "unordered"  # "unordered" (random frames) or "ordered" (a contiguous window)
+    skip: int = 0  # ordered clips: extra window length from which `frames` are kept in order
+
+    def validate(self, where: str):
+        if self.P < 1 or self.K < 2:
+            raise ConfigError(f"{where}: P must be >= 1 and K >= 2 (a triplet needs a positive)")
+        if self.frames < 1:
+            raise ConfigError(f"{where}.frames: must be >= 1")
+        if self.order not in {"unordered", "ordered"}:
+            raise ConfigError(f"{where}.order: expected 'unordered' or 'ordered', got {self.order!r}")
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"  # any optimizer timm's create_optimizer_v2 knows: adam, adamw, sgd, ...
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # used by SGD only
+
+
+@dataclass
+class ScheduleConfig:
+    milestones: list[int] = field(default_factory=list)  # iterations at which lr *= gamma
+    gamma: float = 0.1
+
+
+@dataclass
+class TripletConfig:
+    weight: float = 1.0
+    margin: float = 0.2
+
+
+@dataclass
+class LossConfig:
+    triplet: TripletConfig = field(default_factory=TripletConfig)
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 1000
+    log_every: int = 100
+
+
+@dataclass
+class EvalConfig:
+    max_frames_per_batch: int = 4096  # inference batch size is a frame budget, not a GPU count
+    max_sequences_per_batch: int = 64
+
+
+@dataclass
+class Recipe:
+    name: str
+    description: str = ""
+    variant: str = ""  # the method variant to build; empty = the method's default
+    model: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for build_model
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    source: str = ""
+
+
+def load_recipe(source: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Load a recipe file and apply ``--set`` overrides."""
+    data = read_toml(source)
+    data.setdefault("name", Path(str(source)).stem)
+    if overrides:
+        data = apply_overrides(data, list(overrides))
+    data["source"] = str(source)
+    return from_mapping(Recipe, data, f"recipe {source}")
+
+
+def resolve_recipe(method, name_or_path: str, overrides: list[str] = ()) -> Recipe:
+    """A recipe of ``method`` by name (``quick``, ``casiab``...) or a recipe file by path."""
+    if name_or_path.endswith(".toml") or "/" in name_or_path:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise ConfigError(f"recipe file not found: {path}")
+        return load_recipe(path, overrides)
+    return load_recipe(method.recipe_path(name_or_path), overrides)
