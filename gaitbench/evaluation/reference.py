@@ -1,0 +1,153 @@
+"""Readable, slow reference implementations of the evaluation core.
+
+These follow the written definitions line by line (plain numpy, explicit
+loops) and exist so tests can cross-check the fast implementations in
+:mod:`gaitbench.evaluation.distance` and :mod:`gaitbench.evaluation.view_matrix`.
+Do not use them on real-size data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gaitbench.evaluation.view_matrix import ViewMatrixResult
+
+__all__ = ["reference_part_distance", "reference_view_matrix", "de_diag"]
+
+
+def reference_part_distance(x, y, metric: str = "euc") -> np.ndarray:
+    """Distance matrix [n_x, n_y] (float32) with a Python loop over parts.
+
+    euc:      d = (1/P) * sum_p sqrt(relu(|x_p|^2 + |y_p|^2 - 2 x_p . y_p))
+    cos:      d = 1 - (1/P) * sum_p (x_p/|x_p|) . (y_p/|y_p|)   (eps 1e-12)
+    flat_euc: d = sqrt(relu(|x|^2 + |y|^2 - 2 x . y)) on flattened vectors
+    """
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.float32)
+    if x.ndim == 2:
+        x = x[:, :, None]
+    if y.ndim == 2:
+        y = y[:, :, None]
+    if metric == "flat_euc":
+        x = x.reshape(x.shape[0], -1, 1)
+        y = y.reshape(y.shape[0], -1, 1)
+    elif metric not in ("euc", "cos"):
+        raise ValueError(f"unknown metric {metric!r}")
+    num_parts = x.shape[2]
+    total = np.zeros((x.shape[0], y.shape[0]), dtype=np.float32)
+    for p in range(num_parts):
+        xp = x[:, :, p]  # [n_x, c]
+        yp = y[:, :, p]  # [n_y, c]
+        if metric == "cos":
+            xn = xp / np.maximum(np.linalg.norm(xp, axis=1, keepdims=True), np.float32(1e-12))
+            yn = yp / np.maximum(np.linalg.norm(yp, axis=1, keepdims=True), np.float32(1e-12))
+            total += xn @ yn.T
+        else:
+            x2 = np.sum(xp * xp, axis=1)[:, None]
+            y2 = np.sum(yp * yp, axis=1)[None, :]
+            sq = x2 + y2 - 2 * (xp @ yp.T)
+            total += np.sqrt(np.maximum(sq, 0))
+    if metric == "cos":
+        return (1 - total / num_parts).astype(np.float32)
+    return (total / num_parts).astype(np.float32)
+
+
+def de_diag(acc, exclude_identical_view: bool = True) -> tuple[list[float], float]:
+    """Rows ``(sum_j acc[i][j] - acc[i][i]) / (V - 1)`` and their mean (explicit loops).
+
+    Without ``exclude_identical_view``: plain row means.
+    """
+    v = len(acc)
+    rows = []
+    for i in range(v):
+        s = 0.0
+        for j in range(v):
+            if exclude_identical_view and i == j:
+                continue
+            s += float(acc[i][j])
+        rows.append(s / (v - 1 if exclude_identical_view else v))
+    return rows, sum(rows) / len(rows)
+
+
+def reference_view_matrix(
+    embeddings,
+    subjects,
+    types,
+    views,
+    *,
+    probe_sets,
+    gallery_types,
+    view_list,
+    metric: str = "euc",
+    exclude_identical_view: bool = True,
+    round_cells: int | None = 2,
+    device: str = "cpu",  # accepted for signature compatibility; always numpy
+    report_valid: bool = False,
+) -> ViewMatrixResult:
+    """Triple loop over (probe set, probe view, gallery view) with a per-probe loop.
+
+    Same semantics as :func:`gaitbench.evaluation.view_matrix.evaluate_view_matrix`
+    (stable tie-break: the first gallery item in input order with the minimal
+    distance wins) but no input validation beyond what the loops need.
+    """
+    emb = np.asarray(embeddings)
+    subjects = [str(s) for s in subjects]
+    types = [str(t) for t in types]
+    views = [str(v) for v in views]
+    view_list = [str(v) for v in view_list]
+    n = len(subjects)
+    num_views = len(view_list)
+
+    def rnd(value):
+        return value if round_cells is None else float(np.round(value, round_cells))
+
+    metrics = {}
+    tables = {"ignored_views": sorted(set(views) - set(view_list))}
+    for set_name, probe_types in probe_sets.items():
+        matrix = [[0.0] * num_views for _ in range(num_views)]
+        vmatrix = [[None] * num_views for _ in range(num_views)]
+        num_probes = {}
+        for i, v1 in enumerate(view_list):
+            probes = [k for k in range(n) if types[k] in probe_types and views[k] == v1]
+            num_probes[v1] = len(probes)
+            for j, v2 in enumerate(view_list):
+                gallery = [k for k in range(n) if types[k] in gallery_types and views[k] == v2]
+                dist = reference_part_distance(emb[probes], emb[gallery], metric)
+                gallery_subjects = {subjects[g] for g in gallery}
+                hits = 0
+                valid = 0
+                for a, probe in enumerate(probes):
+                    best = 0
+                    for b in range(1, len(gallery)):
+                        if dist[a, b] < dist[a, best]:  # strict: first minimum wins
+                            best = b
+                    if subjects[gallery[best]] == subjects[probe]:
+                        hits += 1
+                    if subjects[probe] in gallery_subjects:
+                        valid += 1
+                matrix[i][j] = rnd(hits * 100 / len(probes))
+                if valid > 0:
+                    vmatrix[i][j] = rnd(hits * 100 / valid)
+        rows, mean = de_diag(matrix, exclude_identical_view)
+        metrics[f"{set_name}/rank1"] = mean
+        table = {
+            "views": list(view_list),
+            "matrix": matrix,
+            "per_probe_view": dict(zip(view_list, rows)),
+            "num_probes": num_probes,
+        }
+        if report_valid:
+            vrows = {}
+            for i, v1 in enumerate(view_list):
+                values = [
+                    vmatrix[i][j]
+                    for j in range(num_views)
+                    if vmatrix[i][j] is not None and not (exclude_identical_view and i == j)
+                ]
+                vrows[v1] = sum(values) / len(values) if values else None
+            kept = [r for r in vrows.values() if r is not None]
+            if kept:
+                metrics[f"{set_name}/rank1_valid"] = sum(kept) / len(kept)
+            table["valid"] = {"matrix": vmatrix, "per_probe_view": vrows}
+        tables[set_name] = table
+    return ViewMatrixResult(metrics=metrics, tables=tables)
