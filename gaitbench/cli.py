@@ -93,8 +93,10 @@ def embed(method, checkpoint, protocol, data_root, partition, out, device, quiet
     _, test_rows = select_rows(store, proto)
     model = load_model(checkpoint).to(device)
     emb = embed_rows(model, store, test_rows, device=device, progress=not quiet)
-    save_embeddings(out, emb, store.index, test_rows, method=method, protocol=proto.name)
-    click.echo(f"wrote {len(test_rows)} embeddings {list(emb.shape[1:])} to {out}")
+    save_embeddings(out, emb, store.index, test_rows, method=method, protocol=proto.name,
+                    synthetic=store.synthetic, dataset_fingerprint=store.fingerprint)
+    click.echo(f"wrote {len(test_rows)} embeddings {list(emb.shape[1:])} to {out}"
+               f"{' (SYNTHETIC data)' if store.synthetic else ''}")
 
 
 @cli.command()
@@ -112,10 +114,12 @@ def evaluate(protocol, embeddings, device, json_out):
     proto = resolve_protocol(protocol)
     data = load_embeddings(embeddings)
     report = run_evaluation(proto, data["embeddings"], data["subjects"], data["types"], data["views"], device=device)
-    click.echo(f"{proto.describe()} - rank-1 (%)")
+    synthetic = str(data.get("synthetic", "unknown"))
+    click.echo(f"{proto.describe()} - rank-1 (%){' - SYNTHETIC DATA' if synthetic == 'True' else ''}")
     click.echo(view_matrix_table(report))
     if json_out:
         write_json_atomic(json_out, {"protocol": report.protocol, "protocol_version": report.protocol_version,
+                                     "synthetic": {"True": True, "False": False}.get(synthetic),
                                      "metrics": report.metrics, "tables": report.tables, "timings": report.timings,
                                      "stages": report.stages, "embeddings": str(embeddings)})
 

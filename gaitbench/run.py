@@ -181,7 +181,7 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
                 max_sequences=recipe.eval.max_sequences_per_batch, progress=settings.progress)
     timings["embed_s"] = round(time.perf_counter() - t, 3)
     save_embeddings(out_dir / "embeddings.npz", emb, store.index, test_rows, method=method.name,
-                    protocol=protocol.name)
+                    protocol=protocol.name, synthetic=store.synthetic, dataset_fingerprint=store.fingerprint)
     labels = store.index.iloc[test_rows]
     report = evaluate(protocol, emb, labels["subject"], labels["type"], labels["view"], device=settings.device)
     timings["evaluate_s"] = report.timings["metrics_s"]

@@ -73,3 +73,24 @@ def test_broken_plugin_strict_and_disabled(broken_env):
     assert "plugin failed to load" in strict.stderr and "'broken'" in strict.stderr
     disabled = run_cli("methods", env={**broken_env, "GAITBENCH_DISABLE_PLUGINS": "broken"})
     assert disabled.returncode == 0 and disabled.stderr == "" and "gaitset" in disabled.stdout
+
+
+def test_non_editable_install_finds_protocols_and_recipes(tmp_path):
+    """A regular (non-editable) install carries the protocol files, the GaitSet plugin and its
+    recipes: the built package is used, not this checkout."""
+    env = pip_install_target(REPO, tmp_path / "site")
+    code = (
+        "import gaitbench, gaitbench_gaitset, gaitbench_protocols\n"
+        "from gaitbench.plugins import build_plugin_manager\n"
+        "p = build_plugin_manager(distributions={'gaitbench'})\n"
+        "print(gaitbench.__file__)\n"
+        "print(sorted(p.protocols()), sorted(p.methods()))\n"
+        "print(p.method('gaitset').recipe_names())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(str(tmp_path / "site"))
+    assert lines[1] == "['casiab'] ['gaitset']"
+    assert lines[2] == "['casiab', 'oumvlp', 'quick']"

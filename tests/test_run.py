@@ -66,7 +66,9 @@ def test_embed_then_evaluate_gives_the_same_numbers(cli_run, small_synth, tmp_pa
                    "--protocol", "casiab", "--data-root", str(store.root), "--partition", str(partition),
                    "--out", str(emb), "--quiet")
     assert proc.returncode == 0, proc.stderr
+    assert "SYNTHETIC" in proc.stdout
     with np.load(emb) as z:
+        assert str(z["synthetic"]) == "True"
         assert z["embeddings"].shape == (6 * 110, 128, 30)
         assert set(z["types"]) == {"nm-01", "nm-02", "nm-03", "nm-04", "nm-05", "nm-06", "bg-01", "bg-02",
                                    "cl-01", "cl-02"}
@@ -74,7 +76,9 @@ def test_embed_then_evaluate_gives_the_same_numbers(cli_run, small_synth, tmp_pa
     proc = run_cli("evaluate", "--protocol", "casiab", "--embeddings", str(emb), "--json", str(report))
     assert proc.returncode == 0, proc.stderr
     ran = json.loads((out / "result.json").read_text())["metrics"]
-    assert json.loads(report.read_text())["metrics"] == ran
+    assert "SYNTHETIC DATA" in proc.stdout
+    evaluated = json.loads(report.read_text())
+    assert evaluated["metrics"] == ran and evaluated["synthetic"] is True
 
 
 def test_load_model_round_trip(cli_run):
