@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -18,6 +19,9 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except GaitbenchError as exc:
+            if type(exc).__name__ == "TrainingInterrupted":
+                click.echo(f"Error: {exc}", err=True)
+                sys.exit(130)
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
             click.echo("\ninterrupted; everything already written is kept", err=True)
@@ -41,27 +45,86 @@ def _plugins():
     return get_plugins()
 
 
-@cli.command()
-@click.option("--method", "-m", required=True, help="Method name (see `gaitbench methods`).")
-@click.option("--protocol", "-p", required=True, help="Protocol name (see `gaitbench protocols`) or a protocol file.")
-@click.option("--data-root", type=click.Path(), default=None,
-              help="Dataset root (OpenGait pkl tree or gaitbench packed store). Default: built-in synthetic data.")
-@click.option("--partition", type=click.Path(), default=None, help="OpenGait-style partition JSON (TRAIN_SET/TEST_SET).")
-@click.option("--recipe", default=None,
-              help="Recipe name or file. Default: 'quick' on synthetic data, else the protocol's paper recipe.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe field, e.g. sampler.P=4.")
-@click.option("--iterations", type=int, default=None, help="Training iterations (default: the recipe's).")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(), default=None, help="Run directory (default: runs/<method>-<protocol>-<time>).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def run(method, protocol, data_root, partition, recipe, overrides, iterations, device, seed, out, quiet):
-    """Train METHOD under PROTOCOL, embed the test set, evaluate and write OUT/result.json."""
+def _run_options(func):
+    """The options shared by ``run`` and ``train``."""
+    options = [
+        click.option("--method", "-m", default=None, help="Method name (see `gaitbench methods`)."),
+        click.option("--protocol", "-p", default=None,
+                     help="Protocol name (see `gaitbench protocols`) or a protocol file."),
+        click.option("--data-root", type=click.Path(), default=None,
+                     help="Dataset root (OpenGait pkl tree or gaitbench packed store). Default: built-in synthetic data."),
+        click.option("--partition", type=click.Path(), default=None,
+                     help="OpenGait-style partition JSON (TRAIN_SET/TEST_SET)."),
+        click.option("--recipe", default=None,
+                     help="Recipe name or file. Default: 'quick' on synthetic data, else the protocol's paper recipe."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override a recipe field, e.g. sampler.P=4."),
+        click.option("--iterations", type=int, default=None, help="Training iterations (default: the recipe's)."),
+        click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seeds Python, numpy, torch and the batch sampler."),
+        click.option("--deterministic", is_flag=True, help="Use torch's deterministic algorithms."),
+        click.option("--out", type=click.Path(), default=None,
+                     help="Run directory (default: runs/<method>-<protocol>-<time>)."),
+        click.option("--nproc-per-node", type=int, default=1, show_default=True,
+                     help="Processes on this machine (DistributedDataParallel through torchrun)."),
+        click.option("--quiet", is_flag=True, help="No progress bars."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _execute(options: dict, *, resume: bool, train_only: bool):
+    import os
+
     from .run import RunSettings, execute
 
-    execute(RunSettings(method=method, protocol=protocol, data_root=data_root, partition=partition, recipe=recipe,
-                        overrides=list(overrides), iterations=iterations, device=device, seed=seed, out=out,
-                        progress=not quiet), echo=click.echo)
+    nproc = options.pop("nproc_per_node")
+    if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        from .training.distributed import relaunch_with_torchrun
+
+        argv, skip = [], False
+        for arg in sys.argv[1:]:
+            if skip:
+                skip = False
+            elif arg == "--nproc-per-node":
+                skip = True
+            elif not arg.startswith("--nproc-per-node="):
+                argv.append(arg)
+        sys.exit(relaunch_with_torchrun(nproc, argv))
+    for name in ("method", "protocol"):
+        if not options.get(name):
+            raise GaitbenchError(f"--{name} is required")
+    quiet = options.pop("quiet")
+    options["overrides"] = list(options["overrides"])
+    return execute(RunSettings(**options, progress=not quiet, resume=resume, train_only=train_only), echo=click.echo)
+
+
+@cli.command()
+@_run_options
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint.")
+def run(resume, **options):
+    """Train METHOD under PROTOCOL, embed the test set, evaluate and write OUT/result.json."""
+    _execute(options, resume=resume, train_only=False)
+
+
+@cli.command()
+@_run_options
+@click.option("--resume", "resume_dir", type=click.Path(), default=None,
+              help="Continue the run in this directory, with the settings it was started with.")
+def train(resume_dir, **options):
+    """Train METHOD under PROTOCOL and write checkpoints (no evaluation)."""
+    if resume_dir:
+        from .results import read_json
+
+        saved = read_json(Path(resume_dir) / "run_settings.json")
+        for key, value in saved.items():
+            if key in options and key not in {"nproc_per_node"}:
+                options[key] = value
+        options["out"] = resume_dir
+        options["overrides"] = tuple(saved.get("overrides", ()))
+    _execute(options, resume=bool(resume_dir), train_only=True)
 
 
 @cli.command()
@@ -187,8 +250,27 @@ def data_synth(layout, out, subjects, frames, full, seed, workers):
     click.echo(f"wrote {len(store)} SYNTHETIC sequences ({store.index['length'].sum()} frames, {size:.0f} MiB) to {out}")
 
 
+def _wants_determinism(argv: list[str]) -> bool:
+    if "--deterministic" in argv:
+        return True
+    if "--resume" in argv and "train" in argv:  # `train --resume DIR` uses the run's saved settings
+        i = argv.index("--resume")
+        if i + 1 < len(argv):
+            try:
+                return bool(json.loads((Path(argv[i + 1]) / "run_settings.json").read_text()).get("deterministic"))
+            except (OSError, ValueError):
+                return False
+    return False
+
+
 def main(argv=None):
     """Console entry point: loads plugin commands, then runs the click group."""
+    import os
+
+    if _wants_determinism(list(sys.argv[1:] if argv is None else argv)):
+        # MKL picks kernels by memory alignment, which varies between processes: its strict
+        # reproducibility mode must be chosen before torch loads it.
+        os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
     try:
         _plugins().add_commands(cli)
     except GaitbenchError as exc:

@@ -44,6 +44,11 @@ def train_start(trainer):
 
 
 @hookspec
+def train_step_start(trainer, step):
+    """Fires before every training step; ``step`` is the number of the step about to run."""
+
+
+@hookspec
 def train_step_end(trainer, step, logs):
     """Fires after every optimizer step; ``logs`` is a read-only mapping of this step's values."""
 

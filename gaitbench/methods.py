@@ -35,7 +35,11 @@ class Method:
     default_variant: str
     recipes: Path
     input_size: tuple[int, int] = (64, 44)
-    needs_labels: bool = False  # True when the model has a classifier head needing class counts
+    # Optional training customisation, all called by the one trainer:
+    # param_groups(model, recipe) -> list of optimizer parameter groups (default: all parameters);
+    # regularizer(trainer, outputs) -> an extra scalar loss added to the recipe's losses.
+    param_groups: Callable[..., Any] | None = None
+    regularizer: Callable[..., Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):

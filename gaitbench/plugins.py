@@ -189,6 +189,9 @@ class Plugins:
     def train_start(self, trainer) -> None:
         self.pm.hook.train_start(trainer=trainer)
 
+    def train_step_start(self, trainer, step: int) -> None:
+        self.pm.hook.train_step_start(trainer=trainer, step=step)
+
     def train_step_end(self, trainer, step: int, logs) -> None:
         self.pm.hook.train_step_end(trainer=trainer, step=step, logs=logs)
 

@@ -46,3 +46,16 @@ def _jsonable(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A JSON file written by gaitbench; a clear error when it is missing or broken."""
+    from .errors import GaitbenchError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise GaitbenchError(f"{path} not found") from None
+    except (OSError, ValueError) as exc:
+        raise GaitbenchError(f"{path} is not readable JSON: {exc}") from None

@@ -27,6 +27,14 @@ class RunSettings:
     out: str | None = None
     progress: bool = True
     synth_subjects: int | None = None  # a smaller synthetic set (tests, quick looks)
+    resume: bool = False  # continue the run in `out` from its last checkpoint
+    deterministic: bool = False  # torch's deterministic algorithms
+    train_only: bool = False  # stop after training (`gaitbench train`)
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {k: v for k, v in asdict(self).items() if k not in {"resume", "progress"}}
 
 
 def select_rows(store, protocol) -> tuple[np.ndarray, np.ndarray]:
@@ -93,16 +101,56 @@ def save_embeddings(path: str | Path, embeddings: np.ndarray, index, rows, **met
     return path
 
 
-def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the whole job; returns the run record that is also written to ``OUT/result.json``."""
-    from . import __version__
+def _load_store(settings: RunSettings, protocol, dist, echo):
     from .data.store import open_store
     from .data.synthetic import LAYOUTS, SynthSpec, ensure_synthetic
+
+    if settings.data_root is not None:
+        store = open_store(settings.data_root)
+        if store.meta.get("dataset") in (None, "unknown"):
+            store.meta["dataset"] = protocol.dataset
+        echo(f"data: {store.root} ({len(store)} sequences{', SYNTHETIC' if store.synthetic else ''})")
+        return store
+    if protocol.dataset not in LAYOUTS:
+        raise DataError(f"protocol {protocol.describe()} needs dataset {protocol.dataset!r}, which has no "
+                        f"built-in synthetic layout yet; pass --data-root")
+    spec = SynthSpec(layout=protocol.dataset, seed=0,
+                     subjects=settings.synth_subjects or LAYOUTS[protocol.dataset].subjects)
+    echo(f"data: SYNTHETIC {protocol.dataset} (gaitbench walker v{spec.generator_info()['version']}, "
+         f"{spec.subjects} subjects, seed {spec.seed}) - not real data; numbers are not comparable with papers")
+    if not dist.is_main:  # rank 0 generates, the others wait and open the cache
+        dist.barrier()
+    store = ensure_synthetic(spec, progress=settings.progress and dist.is_main)
+    if dist.is_main:
+        dist.barrier()
+    return store
+
+
+def _out_dir(settings: RunSettings, method, protocol, dist) -> Path:
+    if settings.out:
+        return Path(settings.out)
+    name = [str(Path("runs") / f"{method.name}-{protocol.name}-{time.strftime('%Y%m%d-%H%M%S')}")]
+    if dist.enabled:  # every rank must use rank 0's name
+        import torch.distributed as td
+
+        td.broadcast_object_list(name, src=0)
+    return Path(name[0])
+
+
+def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """Run the whole job; returns the run record that is also written to ``OUT/result.json``
+    (None on ranks other than 0 of a distributed run, and for ``train_only``)."""
+    from . import __version__
+    from .config import to_dict
+    from .data.sampling import TripletSampler
     from .evaluation.engine import evaluate
     from .plugins import get_plugins
     from .protocols import resolve_protocol
     from .results import view_matrix_table, write_json_atomic
+    from .training.checkpoint import read_checkpoint
+    from .training.distributed import from_environment, gather_rows
     from .training.recipe import resolve_recipe
+    from .training.trainer import Trainer, check_resumable, find_resume_checkpoint, seed_everything
 
     plugins = plugins or get_plugins()
     timings: dict[str, float] = {}
@@ -123,67 +171,74 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
 
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
         raise GaitbenchError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+    dist = from_environment(settings.device)
+    device = settings.device
+    if dist.enabled and device.startswith("cuda"):
+        device = f"cuda:{dist.local_rank}"
+        torch.cuda.set_device(device)
+    say = echo if dist.is_main else (lambda s: None)
 
     # -- data
     t = time.perf_counter()
-    if settings.data_root is None:
-        if protocol.dataset not in LAYOUTS:
-            raise DataError(f"protocol {protocol.describe()} needs dataset {protocol.dataset!r}, which has no "
-                            f"built-in synthetic layout yet; pass --data-root")
-        spec = SynthSpec(layout=protocol.dataset, seed=0,
-                         subjects=settings.synth_subjects or LAYOUTS[protocol.dataset].subjects)
-        echo(f"data: SYNTHETIC {protocol.dataset} (gaitbench walker v{spec.generator_info()['version']}, "
-             f"{spec.subjects} subjects, seed {spec.seed}) - not real data; numbers are not comparable with papers")
-        store = ensure_synthetic(spec, progress=settings.progress)
-    else:
-        store = open_store(settings.data_root)
-        store.meta.setdefault("dataset", protocol.dataset)
-        if store.meta.get("dataset") in (None, "unknown"):
-            store.meta["dataset"] = protocol.dataset
-        echo(f"data: {store.root} ({len(store)} sequences{', SYNTHETIC' if store.synthetic else ''})")
+    store = _load_store(settings, protocol, dist, say)
     train_rows, test_rows = select_rows(store, protocol)
     timings["data_s"] = round(time.perf_counter() - t, 3)
 
-    out_dir = Path(settings.out) if settings.out else Path("runs") / f"{method.name}-{protocol.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _out_dir(settings, method, protocol, dist)
+    existing = sorted((out_dir / "checkpoints").glob("*.pt"))
+    if existing and not settings.resume:
+        raise GaitbenchError(f"{out_dir} already holds a run ({existing[-1].name}); continue it with --resume "
+                             "or choose another --out")
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / "run_settings.json", settings.to_dict())
 
     # -- model and training
-    from .training.checkpoint import save_checkpoint
-    from .training.trainer import Trainer, seed_everything
-
-    seed_everything(settings.seed)
+    seed_everything(settings.seed, settings.deterministic)
     model_kwargs = dict(recipe.model)
-    model = method.create(variant, **model_kwargs).to(settings.device)
+    model = method.create(variant, **model_kwargs).to(device)
     parameters = sum(p.numel() for p in model.parameters())
-    echo(f"method: {method.name} (variant {variant}{', REDUCED for CPU - not the paper network' if variant == 'quick' else ''}, "
-         f"{parameters:,} parameters); recipe {recipe.name}; protocol {protocol.describe()}; "
-         f"{len(train_rows)} training / {len(test_rows)} test sequences; {iterations} iterations on {settings.device}")
-    from .data.sampling import TripletSampler
-
-    t = time.perf_counter()
+    say(f"method: {method.name} (variant {variant}{', REDUCED for CPU - not the paper network' if variant == 'quick' else ''}, "
+        f"{parameters:,} parameters); recipe {recipe.name}; protocol {protocol.describe()}; "
+        f"{len(train_rows)} training / {len(test_rows)} test sequences; {iterations} iterations on {device}"
+        f"{f' x {dist.world_size} processes' if dist.enabled else ''}")
     s = recipe.sampler
+    if dist.enabled and (s.P * s.K) % dist.world_size:
+        raise GaitbenchError(f"P x K = {s.P * s.K} must be divisible by the {dist.world_size} processes")
     sampler = TripletSampler(store, train_rows, s.P, s.K, s.frames, s.order, s.skip, seed=settings.seed)
-    trainer = Trainer(model, recipe, sampler, device=settings.device, plugins=plugins, out_dir=out_dir,
-                      progress=settings.progress)
+    trainer = Trainer(model, recipe, sampler, method=method, variant=variant, device=device, plugins=plugins,
+                      out_dir=out_dir, progress=settings.progress, data_fingerprint=store.fingerprint,
+                      model_kwargs=model_kwargs, dist=dist, echo=say)
+    resumed_from = None
+    if settings.resume:
+        ckpt_path = find_resume_checkpoint(out_dir)
+        payload = read_checkpoint(ckpt_path)
+        check_resumable(payload, method=method.name, variant=variant, fingerprint=store.fingerprint, recipe=recipe,
+                        source=str(ckpt_path))
+        trainer.restore(payload, str(ckpt_path))
+        resumed_from = {"checkpoint": str(ckpt_path), "iteration": trainer.step}
+        say(f"resuming from {ckpt_path} (iteration {trainer.step})")
+    t = time.perf_counter()
     history = trainer.train(iterations)
     timings["train_s"] = round(time.perf_counter() - t, 3)
-    from .config import to_dict
+    ckpt = trainer.save("final")
+    if settings.train_only:
+        say(f"training done: {ckpt}")
+        return None
 
-    recipe_dict = to_dict(recipe)
-    ckpt = save_checkpoint(out_dir / "checkpoints" / "final.pt", model, method=method.name, variant=variant,
-                           iteration=trainer.step, recipe=recipe_dict, data_fingerprint=store.fingerprint,
-                           model_kwargs=model_kwargs)
-
-    # -- embed and evaluate
+    # -- embed and evaluate (model selection is explicit: the final weights)
     t = time.perf_counter()
-    emb = embed(model, store, test_rows, device=settings.device,
-                max_frames_per_batch=recipe.eval.max_frames_per_batch,
-                max_sequences=recipe.eval.max_sequences_per_batch, progress=settings.progress)
+    local_rows = test_rows[dist.rank::dist.world_size]
+    emb = embed(model, store, local_rows, device=device, max_frames_per_batch=recipe.eval.max_frames_per_batch,
+                max_sequences=recipe.eval.max_sequences_per_batch, progress=settings.progress and dist.is_main)
+    emb = gather_rows(local_rows, emb, test_rows, dist)
     timings["embed_s"] = round(time.perf_counter() - t, 3)
+    if not dist.is_main:
+        return None
     save_embeddings(out_dir / "embeddings.npz", emb, store.index, test_rows, method=method.name,
                     protocol=protocol.name, synthetic=store.synthetic, dataset_fingerprint=store.fingerprint)
     labels = store.index.iloc[test_rows]
-    report = evaluate(protocol, emb, labels["subject"], labels["type"], labels["view"], device=settings.device)
+    report = evaluate(protocol, emb, labels["subject"], labels["type"], labels["view"], device=device)
     timings["evaluate_s"] = report.timings["metrics_s"]
     plugins.evaluate_end(settings, report)
     timings["total_s"] = round(time.perf_counter() - t0, 3)
@@ -198,11 +253,14 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
         "split": {"train": protocol.split.train, "test": protocol.split.test,
                   "partition": settings.partition},
         "dataset": store.describe(),
-        "config": recipe_dict,
+        "config": to_dict(recipe),
         "seed": settings.seed,
+        "deterministic": settings.deterministic,
         "iterations": trainer.step,
-        "device": settings.device,
-        "precision": "fp32",
+        "device": device,
+        "world_size": dist.world_size,
+        "global_batch": s.P * s.K,
+        "precision": trainer.precision,
         "parameters": parameters,
         "metrics": report.metrics,
         "tables": report.tables,
@@ -215,7 +273,8 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
                        "version": plugin_info.version} if plugin_info else None,
         },
         "stages": [],
-        "training": {"final": history[-1] if history else None},
+        "training": {"final": history[-1] if history else None, "resumed_from": resumed_from},
+        "evaluated_checkpoint": str(ckpt),
         "checkpoint": str(ckpt),
     }
     write_json_atomic(out_dir / "result.json", result)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gaitbench.data.safe_pickle import load_array_pickle
-from gaitbench.data.sampling import TripletSampler, clip_positions, sequence_batches
+from gaitbench.data.sampling import TripletSampler, clip_positions, sequence_batches, shard_order
 from gaitbench.data.store import PackedStore, PklTreeStore, cut_sides, open_store
 from gaitbench.data.synthetic import SynthSpec, generate, sequence_table
 from gaitbench.errors import DataError
@@ -155,11 +155,32 @@ def test_triplet_sampler_batches(small_synth):
     rows = np.flatnonzero(store.index["subject"].isin(["001", "002", "003", "004", "005"]))
     sampler = TripletSampler(store, rows, P=4, K=3, frames=8, seed=1)
     batch = sampler.next_batch()
-    assert batch.sils.shape == (12, 8, 64, 44) and batch.sils.dtype == np.float32
-    assert 0 <= batch.sils.min() and batch.sils.max() <= 1
+    assert batch.sils.shape == (12, 8, 64, 44) and batch.sils.dtype == np.uint8
+    for clip, row in zip(batch.sils, batch.indices):  # every clip frame comes from its sequence
+        seq = store.frames(row)
+        assert all(any(np.array_equal(f, g) for g in seq) for f in clip)
     assert len(set(batch.labels.tolist())) == 4 and np.all(np.bincount(batch.labels)[np.unique(batch.labels)] == 3)
     again = TripletSampler(store, rows, P=4, K=3, frames=8, seed=1).next_batch()
     np.testing.assert_array_equal(batch.sils, again.sils)
+    # two ranks' shards together are the global batch, and the random streams stay in step
+    a = TripletSampler(store, rows, P=4, K=3, frames=8, seed=1)
+    b = TripletSampler(store, rows, P=4, K=3, frames=8, seed=1)
+    s0, s1 = a.next_batch(0, 2), b.next_batch(1, 2)
+    np.testing.assert_array_equal(np.concatenate([s0.indices, s1.indices])[np.argsort(shard_order(12, 2))],
+                                  batch.indices)
+    assert a.state_dict() == b.state_dict()
+
+
+def test_sampler_state_round_trip(small_synth):
+    store, _ = small_synth
+    rows = np.arange(len(store))
+    a = TripletSampler(store, rows, P=2, K=2, frames=4, seed=5)
+    a.next_batch()
+    state = a.state_dict()
+    expected = a.next_batch().indices
+    b = TripletSampler(store, rows, P=2, K=2, frames=4, seed=99)
+    b.load_state_dict(state)
+    np.testing.assert_array_equal(b.next_batch().indices, expected)
 
 
 def test_sequence_batches_cover_every_row_once(small_synth):

@@ -169,6 +169,10 @@ class Recorder:
         self.calls.append(("train_start", trainer.step))
 
     @gaitbench.hookimpl
+    def train_step_start(self, trainer, step):
+        self.calls.append(("train_step_start", step, trainer.step))
+
+    @gaitbench.hookimpl
     def train_step_end(self, trainer, step, logs):
         self.calls.append(("train_step_end", step, float(logs["loss"])))
         with pytest.raises(TypeError):
@@ -199,6 +203,11 @@ def recorded_run(small_synth, tmp_path_factory):
 
 def test_hook_train_start(recorded_run):
     assert recorded_run[0] == ("train_start", 0)
+
+
+def test_hook_train_step_start(recorded_run):
+    starts = [c for c in recorded_run if c[0] == "train_step_start"]
+    assert starts == [("train_step_start", s, s - 1) for s in (1, 2, 3)]  # before the step runs
 
 
 def test_hook_train_step_end(recorded_run):

@@ -42,14 +42,18 @@ def to_float(frames: np.ndarray) -> np.ndarray:
 
 @dataclass
 class TrainBatch:
-    sils: np.ndarray  # float32 [P*K, frames, H, W]
-    labels: np.ndarray  # int64 [P*K], class indices of the training subjects
+    sils: np.ndarray  # uint8 [B, frames, H, W], side cut applied; the trainer scales to [0, 1] on the device
+    labels: np.ndarray  # int64 [B], class indices of the training subjects
     indices: np.ndarray  # rows of the store
 
 
 class TripletSampler:
     """Infinite P x K batches over ``rows`` of ``store``: P subjects without replacement (with
-    replacement only if fewer than P exist), K sequences each (likewise)."""
+    replacement only if fewer than P exist), K sequences each (likewise).
+
+    ``next_batch(rank, world_size)`` draws the whole global batch (so every rank's random stream
+    stays identical) and loads only this rank's shard: every ``world_size``-th clip.
+    """
 
     def __init__(self, store: Store, rows: np.ndarray, P: int, K: int, frames: int, order: str = "unordered",
                  skip: int = 0, seed: int = 0):
@@ -62,27 +66,43 @@ class TripletSampler:
             raise DataError("the training split has no sequences")
         self.class_index = {s: i for i, s in enumerate(self.classes)}
         self.by_class = [rows[subjects == s] for s in self.classes]
+        self._lengths = store.index["length"].to_numpy()
 
     def __iter__(self) -> Iterator[TrainBatch]:
         while True:
             yield self.next_batch()
 
-    def next_batch(self) -> TrainBatch:
+    def state_dict(self) -> dict:
+        """The random stream's position (plain Python data, safe for weights-only checkpoints)."""
+        return {"bit_generator": dict(self.rng.bit_generator.state)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["bit_generator"]
+
+    def next_batch(self, rank: int = 0, world_size: int = 1) -> TrainBatch:
         rng = self.rng
         n = len(self.classes)
         chosen = rng.choice(n, size=self.P, replace=n < self.P)
-        rows, labels, clips = [], [], []
+        plan = []  # (row, label, positions) for the whole global batch
         for c in chosen:
             pool = self.by_class[c]
             for row in rng.choice(pool, size=self.K, replace=len(pool) < self.K):
-                seq = self.store.frames(int(row)) if self.store.index["length"].iat[row] < 0 else None
-                length = len(seq) if seq is not None else int(self.store.index["length"].iat[row])
-                pos = clip_positions(length, self.frames, self.order, self.skip, rng)
-                clip = seq[pos] if seq is not None else self.store.clip(int(row), pos)
-                rows.append(row)
-                labels.append(c)
-                clips.append(clip)
-        return TrainBatch(to_float(np.stack(clips)), np.asarray(labels, np.int64), np.asarray(rows))
+                row = int(row)
+                length = int(self._lengths[row])
+                seq = None
+                if length < 0:  # unknown until loaded (pkl tree)
+                    seq = self.store.frames(row)
+                    length = len(seq)
+                plan.append((row, int(c), clip_positions(length, self.frames, self.order, self.skip, rng), seq))
+        plan = plan[rank::world_size]
+        clips = [seq[pos] if seq is not None else self.store.clip(row, pos) for row, _, pos, seq in plan]
+        return TrainBatch(cut_sides(np.stack(clips)), np.asarray([p[1] for p in plan], np.int64),
+                          np.asarray([p[0] for p in plan]))
+
+
+def shard_order(batch_size: int, world_size: int) -> np.ndarray:
+    """Positions in the global batch of the rank-ordered concatenation of all shards."""
+    return np.concatenate([np.arange(r, batch_size, world_size) for r in range(world_size)])
 
 
 def sequence_batches(store: Store, rows: np.ndarray, max_frames_per_batch: int = 4096,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def part_distances(emb: torch.Tensor) -> torch.Tensor:
@@ -48,3 +49,16 @@ def triplet_loss(emb: torch.Tensor, labels: torch.Tensor, margin: float = 0.2) -
         "mean_dist": dist.mean().detach(),
     }
     return per_part.mean(), logs
+
+
+def part_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, scale: float = 1.0,
+                       label_smoothing: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """Cross-entropy over parts: ``logits`` ``[n, classes, p]``, every (sample, part) pair a
+    prediction of the sample's label, averaged over all ``n * p`` pairs (the reference's form,
+    with torch's label smoothing). Computed in float32. Logs the per-part accuracy."""
+    logits = logits.float() * scale
+    n, _, p = logits.shape
+    target = labels.view(n, 1).expand(n, p)
+    loss = F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+    accuracy = (logits.argmax(1) == target).float().mean().detach()
+    return loss, {"accuracy": accuracy}

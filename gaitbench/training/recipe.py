@@ -41,8 +41,12 @@ class OptimizerConfig:
 
 @dataclass
 class ScheduleConfig:
+    """timm's multi-step schedule, stepped every iteration (milestones count iterations)."""
+
     milestones: list[int] = field(default_factory=list)  # iterations at which lr *= gamma
     gamma: float = 0.1
+    warmup: int = 0  # linear warm-up iterations from warmup_lr to lr
+    warmup_lr: float = 0.0
 
 
 @dataclass
@@ -52,14 +56,33 @@ class TripletConfig:
 
 
 @dataclass
+class CrossEntropyConfig:
+    weight: float = 0.0  # 0 = not used (methods without a classifier head)
+    scale: float = 1.0  # logits are multiplied by this before the softmax
+    label_smoothing: float = 0.0
+
+
+@dataclass
 class LossConfig:
     triplet: TripletConfig = field(default_factory=TripletConfig)
+    cross_entropy: CrossEntropyConfig = field(default_factory=CrossEntropyConfig)
 
 
 @dataclass
 class TrainConfig:
     iterations: int = 1000
     log_every: int = 100
+    checkpoint_every: int = 10000  # also at the end; 0 = only at the end
+    keep_checkpoints: int = 3  # periodic checkpoints kept (the final one always is)
+    amp: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), bf16, fp16 (with a gradient scaler), none
+    tensorboard: bool = False  # also log to TensorBoard (when the tensorboard package is installed)
+
+    def validate(self, where: str):
+        if self.amp not in {"auto", "bf16", "fp16", "none"}:
+            raise ConfigError(f"{where}.amp: expected auto, bf16, fp16 or none, got {self.amp!r}")
+        if self.iterations < 0 or self.log_every < 1 or self.checkpoint_every < 0 or self.keep_checkpoints < 1:
+            raise ConfigError(f"{where}: iterations >= 0, log_every >= 1, checkpoint_every >= 0 and "
+                              "keep_checkpoints >= 1 are required")
 
 
 @dataclass

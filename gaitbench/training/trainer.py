@@ -1,22 +1,48 @@
-"""One training loop for every method. Methods adapt it through recipes and hooks."""
+"""One training loop for every method. Methods adapt it through recipes, the hooks and what they
+register (parameter groups, a regulariser), never by copying the loop."""
 
 from __future__ import annotations
 
 import json
+import random
+import signal
 import time
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from ..data.sampling import TripletSampler
-from .losses import triplet_loss
+from ..errors import GaitbenchError
+from .checkpoint import load_state_strict, save_checkpoint
+from .distributed import SINGLE, Dist, gather_with_grad
+from .losses import part_cross_entropy, triplet_loss
 from .recipe import Recipe
 
+CHECKPOINT_DIR = "checkpoints"
 
-def build_optimizer(model: torch.nn.Module, recipe: Recipe):
+
+class TrainingDiverged(GaitbenchError):
+    """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(GaitbenchError):
+    """SIGINT or SIGTERM arrived; a checkpoint of the current step was written."""
+
+
+def resolve_precision(amp: str, device: torch.device) -> str:
+    """``auto`` is bf16 autocast on CUDA and fp32 on CPU."""
+    if amp == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if amp == "none":
+        return "fp32"
+    if amp == "fp16" and device.type != "cuda":
+        raise GaitbenchError("train.amp=fp16 needs CUDA (its gradient scaler is a CUDA feature); use bf16 or none")
+    return amp
+
+
+def build_optimizer(model: torch.nn.Module, recipe: Recipe, param_groups=None):
     """timm's optimizer factory; weight decay on every parameter, as the reference configs do."""
     from timm.optim import create_optimizer_v2
 
@@ -24,83 +50,347 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe):
     kwargs: dict[str, Any] = {}
     if opt.name.lower() in {"sgd", "momentum", "nesterov"}:
         kwargs["momentum"] = opt.momentum
-    return create_optimizer_v2(model, opt=opt.name, lr=opt.lr, weight_decay=opt.weight_decay,
+    target = param_groups if param_groups is not None else model
+    return create_optimizer_v2(target, opt=opt.name, lr=opt.lr, weight_decay=opt.weight_decay,
                                filter_bias_and_bn=False, **kwargs)
+
+
+def build_scheduler(optimizer, recipe: Recipe):
+    """timm's multi-step schedule in iterations: lr = base * gamma^(milestones passed), after an
+    optional linear warm-up. ``step_update(num_updates=i)`` sets the lr for update ``i + 1``."""
+    from timm.scheduler import MultiStepLRScheduler
+
+    s = recipe.schedule
+    # timm counts a milestone as passed at t + 1; the reference (torch MultiStepLR stepped after
+    # every update) drops the lr once `m` updates are done. Shifting by one keeps the reference's.
+    return MultiStepLRScheduler(optimizer, decay_t=[m + 1 for m in s.milestones], decay_rate=s.gamma,
+                                warmup_t=s.warmup, warmup_lr_init=s.warmup_lr, t_in_epochs=False)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, numpy and torch; optionally torch's deterministic algorithms."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
 
 
 class Trainer:
     """Trains ``model`` on batches from ``sampler`` following ``recipe``.
 
-    Hooks see the trainer (``trainer.model``, ``trainer.recipe``, ``trainer.step``) and a
-    read-only ``logs`` mapping after every step.
+    Hooks see the trainer (``trainer.model``, ``trainer.recipe``, ``trainer.optimizer``,
+    ``trainer.step``...) and a read-only ``logs`` mapping after every step.
     """
 
-    def __init__(self, model: torch.nn.Module, recipe: Recipe, sampler: TripletSampler, *, device: str = "cpu",
-                 plugins=None, out_dir: str | Path | None = None, progress: bool = True):
-        self.model, self.recipe, self.sampler = model, recipe, sampler
+    def __init__(self, model: torch.nn.Module, recipe: Recipe, sampler, *, method=None, variant: str = "",
+                 device: str = "cpu", plugins=None, out_dir: str | Path | None = None, progress: bool = True,
+                 data_fingerprint: str = "", model_kwargs: dict | None = None, dist: Dist = SINGLE,
+                 echo: Callable[[str], None] = print):
+        self.recipe, self.sampler, self.method, self.variant = recipe, sampler, method, variant
         self.device = torch.device(device)
-        self.plugins = plugins
+        self.plugins, self.progress, self.dist, self.echo = plugins, progress, dist, echo
         self.out_dir = Path(out_dir) if out_dir else None
-        self.progress = progress
-        self.optimizer = build_optimizer(model, recipe)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=list(recipe.schedule.milestones), gamma=recipe.schedule.gamma)
+        self.data_fingerprint = data_fingerprint
+        self.model_kwargs = dict(model_kwargs or {})
+        self.model = model  # the bare module (checkpoints, evaluation)
+        self.train_model = model
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(model, device_ids=ids)
+        groups = method.param_groups(model, recipe) if method is not None and method.param_groups else None
+        self.optimizer = build_optimizer(model, recipe, groups)
+        self.scheduler = build_scheduler(self.optimizer, recipe)
+        self.precision = resolve_precision(recipe.train.amp, self.device)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.step = 0
         self.history: list[dict[str, float]] = []
+        self.checkpoints: list[Path] = []
+        self._first_bad = torch.zeros((), dtype=torch.long, device=self.device)
+        self._collapsed_logs = 0
+        self._stop_signal: int | None = None
 
-    def _log_file(self):
-        if self.out_dir is None:
+    # -- state ------------------------------------------------------------------------------
+    def checkpoint_payload(self) -> dict[str, Any]:
+        from ..config import to_dict
+
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "sampler": self.sampler.state_dict(),
+            "rng": _rng_state(),
+            "precision": self.precision,
+            "world_size": self.dist.world_size,
+            "model_kwargs": self.model_kwargs,
+            "recipe_resolved": to_dict(self.recipe),
+        }
+
+    def save(self, name: str | None = None) -> Path | None:
+        """Write a checkpoint of the current step (rank 0 only); keeps the last K periodic ones."""
+        if self.out_dir is None or not self.dist.is_main:
             return None
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        return open(self.out_dir / "train_log.jsonl", "a", encoding="utf-8")
+        from ..config import to_dict
+
+        final = name == "final"
+        path = self.out_dir / CHECKPOINT_DIR / (f"{name}.pt" if name else f"iter-{self.step:07d}.pt")
+        save_checkpoint(path, self.model, method=self.method.name if self.method else "", variant=self.variant,
+                        iteration=self.step, recipe=to_dict(self.recipe), data_fingerprint=self.data_fingerprint,
+                        **self.checkpoint_payload())
+        if not final:
+            self.checkpoints = [p for p in self.checkpoints if p != path] + [path]
+            while len(self.checkpoints) > self.recipe.train.keep_checkpoints:
+                self.checkpoints.pop(0).unlink(missing_ok=True)
+        return path
+
+    def restore(self, payload: dict[str, Any], source: str) -> None:
+        """Continue from a checkpoint written by :meth:`save` (of a compatible run)."""
+        load_state_strict(self.model, payload["model"], source)
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        if self.scaler is not None and payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
+        self.sampler.load_state_dict(payload["sampler"])
+        _set_rng_state(payload["rng"])
+        self.step = int(payload["iteration"])
+        self.scheduler.step_update(num_updates=self.step)
+        if self.out_dir is not None:
+            self.checkpoints = sorted((self.out_dir / CHECKPOINT_DIR).glob("iter-*.pt"))
+            log = self.out_dir / "train_log.jsonl"
+            if log.is_file() and self.dist.is_main:  # drop records of steps after the checkpoint
+                kept = [l for l in log.read_text().splitlines() if l and json.loads(l)["step"] <= self.step]
+                log.write_text("".join(l + "\n" for l in kept))
+
+    # -- one step ---------------------------------------------------------------------------
+    def _forward_loss(self, step: int) -> dict[str, torch.Tensor]:
+        batch = self.sampler.next_batch(self.dist.rank, self.dist.world_size)
+        # uint8 travels to the device; scaling there moves a quarter of the bytes.
+        sils = torch.from_numpy(batch.sils).to(self.device, non_blocking=True).float().mul_(1.0 / 255.0)
+        labels = torch.from_numpy(batch.labels).to(self.device, non_blocking=True)
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            out = self.train_model(sils)
+        losses = self.recipe.loss
+        # The triplet loss sees the global batch; DDP averages gradients over ranks, so scaling
+        # by the world size gives the single-process gradient (as the reference does).
+        emb = gather_with_grad(out["embeddings"].float(), self.dist)
+        all_labels = gather_with_grad(labels, self.dist)
+        triplet, logs = triplet_loss(emb, all_labels, margin=losses.triplet.margin)
+        total = losses.triplet.weight * triplet
+        backward = total * self.dist.world_size
+        logs = {"loss_triplet": triplet.detach(), **logs}
+        if losses.cross_entropy.weight > 0:
+            if "logits" not in out:
+                raise GaitbenchError("the recipe asks for loss.cross_entropy, but the model returns no 'logits'")
+            ce, ce_logs = part_cross_entropy(out["logits"], labels, scale=losses.cross_entropy.scale,
+                                             label_smoothing=losses.cross_entropy.label_smoothing)
+            total = total + losses.cross_entropy.weight * ce
+            backward = backward + losses.cross_entropy.weight * ce
+            logs.update(loss_ce=ce.detach(), **ce_logs)
+        if self.method is not None and self.method.regularizer is not None:
+            extra = self.method.regularizer(self, out)
+            total, backward = total + extra, backward + extra
+            logs["regularizer"] = extra.detach()
+        logs["loss"] = total.detach()
+        logs["_backward"] = backward
+        return logs
+
+    def _check_finite(self, loss: torch.Tensor, step: int, force: bool) -> None:
+        # No host synchronisation per step on GPU: the first bad step is recorded on the device
+        # and read at log steps; on CPU reading it costs nothing, so every step is checked.
+        bad = ~torch.isfinite(loss)
+        self._first_bad = torch.where((self._first_bad == 0) & bad, torch.full_like(self._first_bad, step),
+                                      self._first_bad)
+        if force or self.device.type == "cpu":
+            first = int(self._first_bad)
+            if first:
+                last = self.checkpoints[-1] if self.checkpoints else None
+                raise TrainingDiverged(
+                    f"the loss became NaN or infinite at iteration {first}; training stopped. Last good "
+                    f"checkpoint: {last if last else 'none written yet'} (kept). Lower the learning rate or "
+                    "check the data.")
+
+    def train_step(self, check_now: bool = True) -> dict[str, torch.Tensor]:
+        """One optimizer step (hooks included); returns this step's logs as tensors."""
+        step = self.step + 1
+        if self.plugins:
+            self.plugins.train_step_start(self, step)
+        logs = self._forward_loss(step)
+        backward = logs.pop("_backward")
+        self._check_finite(logs["loss"], step, force=check_now)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(backward).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            backward.backward()
+            self.optimizer.step()
+        self.step = step
+        self.scheduler.step_update(num_updates=step)
+        return logs
 
     def train(self, iterations: int) -> list[dict[str, float]]:
         from tqdm.auto import tqdm
 
+        cfg = self.recipe.train
         if self.plugins:
             self.plugins.train_start(self)
-        self.model.train()
-        loss_cfg = self.recipe.loss.triplet
-        log_every = max(1, self.recipe.train.log_every)
-        log = self._log_file()
-        bar = tqdm(total=iterations, desc="training", unit="it", disable=not self.progress, dynamic_ncols=True)
+        self.train_model.train()
+        log = self._open_log()
+        tb = self._tensorboard()
+        bar = tqdm(total=iterations, initial=self.step, desc="training", unit="it",
+                   disable=not self.progress or not self.dist.is_main, dynamic_ncols=True)
+        previous = self._install_signal_handlers()
         started = time.perf_counter()
         try:
             while self.step < iterations:
-                batch = self.sampler.next_batch()
-                sils = torch.from_numpy(batch.sils).to(self.device, non_blocking=True)
-                labels = torch.from_numpy(batch.labels).to(self.device, non_blocking=True)
-                out = self.model(sils)
-                loss, parts = triplet_loss(out["embeddings"], labels, margin=loss_cfg.margin)
-                loss = loss * loss_cfg.weight
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                self.scheduler.step()
-                self.step += 1
-                logs = {"loss": loss.detach(), **parts}
-                if self.step % log_every == 0 or self.step == iterations or self.step == 1:
-                    # Converting to floats synchronises with the device: only at log steps.
-                    record = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
-                              **{k: float(v) for k, v in logs.items()},
-                              "elapsed_s": round(time.perf_counter() - started, 3)}
-                    self.history.append(record)
-                    if log:
-                        log.write(json.dumps(record) + "\n")
-                        log.flush()
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", nz=f"{record['loss_num']:.0f}")
+                if self._stop_signal is not None:
+                    path = self.save()
+                    name = signal.Signals(self._stop_signal).name
+                    raise TrainingInterrupted(
+                        f"{name} received: stopped after iteration {self.step}; checkpoint {path} written. "
+                        "Continue with --resume.")
+                step = self.step + 1
+                is_log_step = step % cfg.log_every == 0 or step == iterations or step == 1
+                logs = self.train_step(check_now=is_log_step)
+                if is_log_step:
+                    self._log(step, logs, started, log, tb, bar)
                 if self.plugins:
-                    self.plugins.train_step_end(self, self.step, MappingProxyType(logs))
+                    self.plugins.train_step_end(self, step, MappingProxyType(logs))
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < iterations:
+                    self.save()
                 bar.update(1)
         finally:
             bar.close()
+            self._restore_signal_handlers(previous)
             if log:
                 log.close()
+            if tb:
+                tb.close()
         if self.plugins:
             self.plugins.train_end(self)
         return self.history
 
+    # -- logging ----------------------------------------------------------------------------
+    def _open_log(self):
+        if self.out_dir is None or not self.dist.is_main:
+            return None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        return open(self.out_dir / "train_log.jsonl", "a", encoding="utf-8")
 
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
+    def _tensorboard(self):
+        if not self.recipe.train.tensorboard or self.out_dir is None or not self.dist.is_main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self.echo("warning: train.tensorboard is set but the tensorboard package is not installed; "
+                      "logging to train_log.jsonl only")
+            return None
+        return SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    def _log(self, step, logs, started, log, tb, bar) -> None:
+        # Converting to floats synchronises with the device: only at log steps.
+        record = {"step": step, "lr": self.optimizer.param_groups[0]["lr"],
+                  **{k: float(v) for k, v in logs.items()}, "elapsed_s": round(time.perf_counter() - started, 3)}
+        self.history.append(record)
+        if log:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+        if tb:
+            for k, v in record.items():
+                if k != "step":
+                    tb.add_scalar(f"train/{k}", v, step)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+        if record["mean_dist"] < 1e-4:
+            self._collapsed_logs += 1
+            if self._collapsed_logs == 3 and self.dist.is_main:
+                self.echo(f"warning: embeddings are collapsing (mean pairwise distance {record['mean_dist']:.2e} "
+                          f"at iteration {step}); check the learning rate and the loss")
+        else:
+            self._collapsed_logs = 0
+
+    # -- signals ----------------------------------------------------------------------------
+    def _install_signal_handlers(self):
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def stop(signum, frame):
+            if self._stop_signal is not None:  # a second signal: stop now
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+
+        return {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def _restore_signal_handlers(previous) -> None:
+        for s, handler in (previous or {}).items():
+            signal.signal(s, handler)
+
+
+def find_resume_checkpoint(out_dir: Path) -> Path:
+    """The final checkpoint when training had finished (then only evaluation is left), else the
+    latest periodic or interruption checkpoint."""
+    final = Path(out_dir) / CHECKPOINT_DIR / "final.pt"
+    if final.is_file():
+        return final
+    ckpts = sorted((Path(out_dir) / CHECKPOINT_DIR).glob("iter-*.pt"))
+    if not ckpts:
+        raise GaitbenchError(f"nothing to resume in {out_dir}: no {CHECKPOINT_DIR}/iter-*.pt checkpoint")
+    return ckpts[-1]
+
+
+def check_resumable(payload: dict[str, Any], *, method: str, variant: str, fingerprint: str, recipe: Recipe,
+                    source: str) -> None:
+    """Refuse a checkpoint of another method, variant, dataset or recipe, saying which."""
+    from ..config import to_dict
+
+    problems = []
+    if payload.get("method") != method:
+        problems.append(f"method {payload.get('method')!r} (this run: {method!r})")
+    if payload.get("variant") != variant:
+        problems.append(f"variant {payload.get('variant')!r} (this run: {variant!r})")
+    if payload.get("data_fingerprint") != fingerprint:
+        problems.append(f"data fingerprint {payload.get('data_fingerprint')!r} (this run: {fingerprint!r})")
+    saved, now = dict(payload.get("recipe") or {}), to_dict(recipe)
+    for d in (saved, now):
+        d.get("train", {}).pop("iterations", None)  # training longer is what resuming is for
+        d.pop("source", None)
+    if saved != now:
+        keys = sorted(_diff_keys(saved, now))
+        problems.append(f"recipe differs in {', '.join(keys)}")
+    if problems:
+        raise GaitbenchError(f"cannot resume from {source}: it was written with " + "; ".join(problems))
+
+
+def _diff_keys(a: dict, b: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for k in set(a) | set(b):
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            out |= _diff_keys(a[k], b[k], f"{prefix}{k}.")
+        elif a.get(k) != b.get(k):
+            out.add(f"{prefix}{k}")
+    return out
