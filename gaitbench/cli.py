@@ -221,6 +221,137 @@ def protocols():
         click.echo(f"{name:<12} v{item.obj.version}  {item.obj.description}  [plugin {item.plugin}]")
 
 
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--protocol", "-p", default=None, help="Only runs of this protocol.")
+@click.option("--format", "fmt", default="markdown", show_default=True,
+              type=click.Choice(["markdown", "latex", "csv", "html", "json"]))
+@click.option("--published", is_flag=True, help="Add the published numbers of the papers, marked 'paper'.")
+@click.option("--per-view", is_flag=True, help="The per-probe-view table (papers' CASIA-B layout) instead.")
+@click.option("--out", type=click.Path(), default=None, help="Write to this file instead of printing.")
+@click.option("--plot", type=click.Path(), default=None,
+              help="Also save an accuracy-vs-cost scatter (.png or .svg) of the first table.")
+@click.option("--plot-x", default="params", show_default=True,
+              help="Cost column for --plot: params, gflops, train_seq_s or infer_seq_s.")
+def leaderboard(runs, protocol, fmt, published, per_view, out, plot, plot_x):
+    """Build a leaderboard from RUNS (run directories, searched recursively, or result.json files)."""
+    from .leaderboard import build_tables, load_published, load_records, per_view_table, render
+
+    records = load_records(runs)
+    pub = load_published() if published else None
+    if per_view:
+        from tabulate import tabulate
+
+        if protocol:
+            records = [r for r in records if r["protocol"] == protocol]
+        frame = per_view_table(records, pub)
+        text = {"markdown": lambda: tabulate(frame, headers="keys", tablefmt="github", showindex=False, floatfmt=".1f"),
+                "latex": lambda: tabulate(frame, headers="keys", tablefmt="latex_booktabs", showindex=False,
+                                          floatfmt=".1f"),
+                "csv": lambda: frame.to_csv(index=False),
+                "html": lambda: frame.to_html(index=False, float_format="%.1f"),
+                "json": lambda: frame.to_json(orient="records", indent=2)}[fmt]() + "\n"
+    else:
+        tables = build_tables(records, protocol, pub)
+        text = render(tables, fmt)
+        if plot and tables:
+            from .plots import accuracy_vs_cost
+
+            frame = tables[0].frame
+            metric = next((c for c in frame.columns if "rank1" in c or c in {"mAP"}), None)
+            if plot_x not in frame.columns or metric is None:
+                raise GaitbenchError(f"--plot needs columns {plot_x!r} and an accuracy metric in the leaderboard; "
+                                     f"it has {list(frame.columns)}")
+            accuracy_vs_cost(frame[frame["source"] == "run"], plot_x, metric, "method", out=plot)
+            click.echo(f"wrote {plot}", err=True)
+    if out:
+        Path(out).write_text(text, "utf-8")
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command("compare")
+@click.argument("run_a", type=click.Path())
+@click.argument("run_b", type=click.Path())
+def compare_command(run_a, run_b):
+    """Per-metric and per-view differences between two runs (B - A)."""
+    from tabulate import tabulate
+
+    from .leaderboard import compare, load_records
+
+    (a,), (b,) = load_records([run_a]), load_records([run_b])
+    if a["protocol"] != b["protocol"]:
+        raise GaitbenchError(f"the runs use different protocols ({a['protocol']} and {b['protocol']}): not comparable")
+    if (a.get("dataset") or {}).get("fingerprint") != (b.get("dataset") or {}).get("fingerprint"):
+        click.echo("note: the runs used different datasets (fingerprints differ)")
+    metrics, per_view = compare(a, b)
+    click.echo(tabulate(metrics, headers="keys", tablefmt="github", showindex=False,
+                        floatfmt=("", ".2f", ".2f", "+.2f")))
+    if per_view is not None:
+        click.echo("\nper probe view, B - A:")
+        click.echo(tabulate(per_view, headers="keys", tablefmt="github", showindex=False, floatfmt="+.2f"))
+
+
+@cli.command()
+@click.option("--method", "-m", required=True)
+@click.option("--variant", default=None, help="Default: the recipe's variant.")
+@click.option("--protocol", "-p", default="casiab", show_default=True, help="Whose paper recipe gives the shapes.")
+@click.option("--recipe", default=None, help="Recipe giving the batch shapes (default: the protocol's).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--amp", default="none", type=click.Choice(["none", "bf16", "fp16"]), show_default=True)
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (compile time reported apart).")
+@click.option("--channels-last", is_flag=True)
+@click.option("--batch", default=None, help="Training batch P,K (default: the recipe's), e.g. 2,2 on a CPU.")
+@click.option("--frames", type=int, default=None, help="Training clip length (default: the recipe's).")
+@click.option("--test-frames", type=int, default=80, show_default=True, help="Inference sequence length.")
+@click.option("--infer-batch", type=int, default=16, show_default=True, help="Sequences per inference batch.")
+@click.option("--steps", type=int, default=10, show_default=True)
+@click.option("--warmup", type=int, default=3, show_default=True)
+@click.option("--json", "json_out", type=click.Path(), default=None, help="Write the bench record here.")
+def bench(method, variant, protocol, recipe, device, amp, compile_, channels_last, batch, frames, test_frames,
+          infer_batch, steps, warmup, json_out):
+    """Measure training and inference throughput, latency, memory, parameters and FLOPs."""
+    from .bench import measure
+    from .results import write_json_atomic
+    from .training.recipe import resolve_recipe
+
+    m = _plugins().method(method)
+    rec = resolve_recipe(m, recipe or protocol)
+    pk = None
+    if batch:
+        try:
+            pk = tuple(int(x) for x in batch.split(","))
+            assert len(pk) == 2
+        except (ValueError, AssertionError):
+            raise GaitbenchError(f"--batch expects P,K (two integers), got {batch!r}") from None
+    record = measure(m, variant=variant, recipe=rec, device=device, amp=amp, compile=compile_,
+                     channels_last=channels_last, train_batch=pk, frames=frames, test_frames=test_frames,
+                     infer_batch=infer_batch, steps=steps, warmup=warmup)
+    t, i = record["train"], record["inference"]
+    where = record["gpu"] or f"CPU ({record['threads']} threads)"
+    click.echo(f"{method} [{record['variant']}] on {where}, amp {amp}{', compiled' if compile_ else ''}: "
+               f"{record['params']:,} parameters, {record['gflops_per_sequence']:.2f} GFLOPs per {test_frames}-frame sequence")
+    click.echo(f"  training  {t['seq_per_s']:.1f} seq/s ({t['frames_per_s']:.0f} frames/s) at "
+               f"{record['shapes']['train'][0]} x {record['shapes']['train'][1]} frames, {t['achieved_tflops']:.3f} TFLOP/s")
+    click.echo(f"  inference {i['seq_per_s']:.1f} seq/s in batches of {infer_batch}; latency {i['latency_s'] * 1000:.1f} ms "
+               f"for one sequence; {i['achieved_tflops']:.3f} TFLOP/s")
+    if json_out:
+        write_json_atomic(json_out, record)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", type=click.Path(), default=None, help="HTML file (default RUN_DIR/report.html).")
+@click.option("--png", is_flag=True, help="Embed PNG images instead of SVG.")
+def report(run_dir, out, png):
+    """Write one self-contained HTML report of a run (tables and plots inline, no network)."""
+    from .report import write_report
+
+    path = write_report(Path(run_dir), Path(out) if out else None, image_format="png" if png else "svg")
+    click.echo(f"wrote {path}")
+
+
 @cli.group()
 def data():
     """Dataset tools."""

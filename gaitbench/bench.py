@@ -1,0 +1,140 @@
+"""``gaitbench bench``: throughput, latency, memory, parameters and FLOPs, measured one way.
+
+Follows timm's benchmark methodology: one synthetic input reused, warm-up steps, then timed steps
+each ending in a device synchronisation; AMP dtype, memory format and compile mode recorded with
+every figure. The record (``kind: "bench"``) is what leaderboards read for efficiency columns.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any
+
+import numpy as np
+
+from .errors import GaitbenchError
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device, steps: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def count_flops(model, sils) -> int:
+    """FLOPs of one forward pass (torch's flop counter: matmuls and convolutions)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(sils)
+    return int(counter.get_total_flops())
+
+
+def measure(method, *, variant: str | None = None, recipe=None, device: str = "cpu", amp: str = "none",
+            compile: bool = False, channels_last: bool = False, train_batch: tuple[int, int] | None = None,
+            frames: int | None = None, test_frames: int = 80, infer_batch: int = 16, steps: int = 10,
+            warmup: int = 3, height: int = 64, width: int = 44) -> dict[str, Any]:
+    """Measure ``method`` (a registered Method) at its recipe's shapes (or the given ones)."""
+    import torch
+
+    from .training.losses import triplet_loss
+    from .training.trainer import build_optimizer
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GaitbenchError("--device cuda was asked for, but torch sees no CUDA device")
+    if amp not in {"none", "bf16", "fp16"}:
+        raise GaitbenchError(f"--amp must be none, bf16 or fp16, got {amp!r}")
+    variant = variant or (recipe.variant if recipe and recipe.variant else method.default_variant)
+    P, K = train_batch or ((recipe.sampler.P, recipe.sampler.K) if recipe else (8, 16))
+    frames = frames or (recipe.sampler.frames if recipe else 30)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    model = method.create(variant).to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    runner = torch.compile(model) if compile else model
+    params = sum(p.numel() for p in model.parameters())
+    gen = torch.Generator().manual_seed(0)
+    record: dict[str, Any] = {
+        "kind": "bench", "method": method.name, "variant": variant, "recipe": recipe.name if recipe else None,
+        "device": str(dev), "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+        "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "amp": amp, "compile": compile, "channels_last": channels_last,
+        "torch": torch.__version__, "cuda": torch.version.cuda, "params": params,
+        "shapes": {"train": [P * K, frames, height, width], "infer": [infer_batch, test_frames, height, width]},
+        "steps": steps, "warmup": warmup,
+    }
+
+    # -- training step: forward + loss + backward + optimizer step
+    sils = (torch.rand(P * K, frames, height, width, generator=gen) > 0.5).float().to(dev)
+    labels = torch.arange(P, device=dev).repeat_interleave(K)
+    from .training.recipe import Recipe
+
+    opt = build_optimizer(model, recipe or Recipe(name="bench"))
+    model.train()
+
+    def train_step():
+        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = runner(sils)
+        loss, _ = triplet_loss(out["embeddings"].float(), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    t0 = time.perf_counter()
+    train_step()
+    _sync(dev)
+    first = time.perf_counter() - t0
+    times = _timed(train_step, dev, steps, max(0, warmup - 1))
+    step_s = float(np.median(times))
+    record["train"] = {"step_s": step_s, "seq_per_s": P * K / step_s, "frames_per_s": P * K * frames / step_s,
+                       "first_step_s": first}
+    if compile:
+        record["train"]["compile_s"] = max(0.0, first - step_s)
+    if dev.type == "cuda":
+        record["train"]["peak_memory_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
+
+    # -- inference: packed batches of test-length sequences, and one sequence alone
+    model.eval()
+    batch = (torch.rand(infer_batch, test_frames, height, width, generator=gen) > 0.5).float().to(dev)
+    lengths = torch.full((infer_batch,), test_frames, dtype=torch.long, device=dev)
+    one = batch[:1]
+
+    def infer(x, lens=None):
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            runner(x, lengths=lens)
+
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    times = _timed(lambda: infer(batch, lengths), dev, steps, warmup)
+    batch_s = float(np.median(times))
+    latency = float(np.median(_timed(lambda: infer(one), dev, steps, warmup)))
+    flops = count_flops(model, one)
+    record["inference"] = {"batch_s": batch_s, "seq_per_s": infer_batch / batch_s, "latency_s": latency,
+                           "frames_per_s": infer_batch * test_frames / batch_s}
+    if dev.type == "cuda":
+        record["inference"]["peak_memory_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
+    record["gflops_per_sequence"] = flops / 1e9
+    record["inference"]["achieved_tflops"] = flops * record["inference"]["seq_per_s"] / 1e12
+    # training ~ 3x the forward FLOPs (forward + backward), at the training clip length
+    train_flops = 3 * count_flops(model, sils[:1]) * P * K
+    record["train"]["achieved_tflops"] = train_flops / step_s / 1e12
+    return record

@@ -1,0 +1,378 @@
+"""A run directory -> one self-contained HTML report.
+
+The page carries everything inline (CSS, figures as SVG or base64 PNG) and loads nothing: it can
+be mailed, archived or opened offline, and a Content-Security-Policy forbids any fetch. Parts the
+record lacks (no training log, no view tables) are left out with a short note.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from html import escape
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .errors import GaitbenchError
+from .results import read_json
+
+__all__ = ["write_report", "render_report", "read_train_log"]
+
+IMAGE_FORMATS = ("svg", "png")
+# Recipe sections shown up front; the whole recipe is in a collapsible block below them.
+KEY_RECIPE_SECTIONS = ("sampler", "optimizer", "schedule", "loss", "train")
+
+_CSS = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d1d1f;
+       max-width: 1280px; margin: 0 auto; padding: 1.5em 2em 3em; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+h3 { font-size: 1.05em; }
+.subtitle { color: #555; margin-top: 0; }
+.banner { background: #fff3cd; border: 2px solid #d39e00; color: #6b4e00; font-weight: 700;
+          font-size: 1.1em; padding: 0.7em 1em; margin: 1em 0; border-radius: 4px; }
+.note { color: #666; font-style: italic; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f5; }
+td.key, th.key { text-align: left; }
+td.text { text-align: left; white-space: pre-wrap; word-break: break-word; }
+td.mean, th.mean { font-weight: 700; background: #eef4ff; }
+figure { margin: 1em 0 2em; }
+figure svg, figure img { max-width: 100%; height: auto; }
+figcaption { color: #555; font-size: 0.9em; }
+details { margin: 0.5em 0 1em; }
+summary { cursor: pointer; color: #333; }
+footer { margin-top: 3em; color: #888; font-size: 0.85em; }
+"""
+
+
+def _e(value: Any) -> str:
+    return escape(str(value), quote=True)
+
+
+def _fmt(value: Any) -> str:
+    """A record value as display text."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    if isinstance(value, float):
+        return f"{value:.6g}" if math.isfinite(value) else str(value)
+    if isinstance(value, (list, tuple)):
+        if all(not isinstance(v, (dict, list)) for v in value):
+            return ", ".join(_fmt(v) for v in value) if value else "(none)"
+        return json.dumps(value, default=str)
+    if isinstance(value, dict):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "-" if value is None else str(value)
+    return f"{number:.{digits}f}" if math.isfinite(number) else "-"
+
+
+def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dicts as ``("optimizer.lr", 0.001)`` pairs, in their order."""
+    if not isinstance(data, dict) or not data:
+        return [(prefix, data)] if prefix else []
+    pairs = []
+    for key, value in data.items():
+        pairs.extend(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return pairs
+
+
+def _table(headers: list[str] | None, rows: Iterable[list[tuple[str, str]]], cls: str = "",
+           mean_last: bool = False) -> str:
+    """An HTML table; headers are plain text, each cell is ``(css class, already-escaped html)``.
+    The first column holds keys; ``mean_last`` marks the last column as the mean."""
+    out = [f'<div class="scroll"><table class="{_e(cls)}">']
+    if headers:
+        classes = ["key"] + [""] * (len(headers) - 1)
+        if mean_last and len(headers) > 1:
+            classes[-1] = "mean"
+        out.append("<thead><tr>" + "".join(f'<th class="{c}">{_e(h)}</th>' for c, h in zip(classes, headers))
+                   + "</tr></thead>")
+    out.append("<tbody>")
+    for row in rows:
+        out.append("<tr>" + "".join(f'<td class="{c}">{h}</td>' for c, h in row) + "</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def _kv_table(pairs: Iterable[tuple[str, Any]], cls: str = "facts") -> str:
+    return _table(None, ([("key", _e(k)), ("text", _e(_fmt(v)))] for k, v in pairs), cls)
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{_e(text)}</p>'
+
+
+def read_train_log(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Records of a ``train_log.jsonl`` and notes on what could not be read (missing file, bad lines)."""
+    path = Path(path)
+    if not path.is_file():
+        return [], [f"No {path.name} in the run directory: training curves omitted."]
+    records, bad = [], 0
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [f"{path.name} is not readable ({exc}): training curves omitted."]
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad += 1
+    notes = [f"{bad} unreadable line(s) in {path.name} skipped."] if bad else []
+    if not records:
+        notes.append(f"{path.name} has no records: training curves omitted.")
+    return records, notes
+
+
+def _guarded(build: Callable[[], str], what: str) -> str:
+    """``build()``, or a note when the record is malformed: a bad part must not cost the whole report."""
+    try:
+        return build()
+    except Exception as exc:  # noqa: BLE001 - any failure becomes a note on the page
+        return _note(f"{what} omitted: the record is malformed here ({type(exc).__name__}: {exc}).")
+
+
+def _figure_html(make: Callable[[], Any], caption: str, image_format: str) -> str:
+    from . import plots
+
+    # A malformed table must cost one figure, not the whole report.
+    try:
+        fig = make()
+    except Exception as exc:  # noqa: BLE001 - any plotting failure becomes a note on the page
+        return _note(f"Figure omitted ({type(exc).__name__}: {exc}). It would have shown: {caption}")
+    if image_format == "png":
+        body = f'<img alt="{_e(caption)}" src="data:image/png;base64,{plots.figure_to_png_base64(fig)}">'
+    else:
+        svg = plots.figure_to_svg(fig)
+        # Inline SVG must start at the <svg> element: no XML declaration or DOCTYPE inside HTML.
+        body = svg[svg.index("<svg"):]
+        body = body.replace("<svg ", f'<svg role="img" aria-label="{_e(caption)}" ', 1)
+    return f"<figure>{body}<figcaption>{_e(caption)}</figcaption></figure>"
+
+
+def _per_view_section(result: dict[str, Any]) -> str:
+    from .plots import probe_sets
+
+    tables = result.get("tables") or {}
+    sets = probe_sets(result, "per_probe_view")
+    if not sets:
+        return _note("The record has no per-view tables (this protocol reports no view breakdown).")
+    views: list[str] = []
+    for name in sets:
+        for view in tables[name].get("views") or tables[name]["per_probe_view"]:
+            if str(view) not in views:
+                views.append(str(view))
+    metrics = result.get("metrics") or {}
+    rows = []
+    for name in sets:
+        per_view = {str(k): v for k, v in tables[name]["per_probe_view"].items()}
+        mean = metrics.get(f"{name}/rank1")
+        if mean is None:
+            values = [float(v) for v in per_view.values() if v is not None]
+            mean = sum(values) / len(values) if values else None
+        rows.append([("key", _e(name))] + [("", _e(_num(per_view.get(v)))) for v in views]
+                    + [("mean", _e(_num(mean)))])
+    table = _table(["probe"] + views + ["mean"], rows, "per-view", mean_last=True)
+    text = ("Rank-1 (%) per probe view, averaged over gallery views"
+            + (" (identical views excluded)" if (tables.get("settings") or {}).get("exclude_identical_view") else "")
+            + "; mean as reported in the metrics.")
+    ignored = tables.get("ignored_views")
+    if ignored:
+        text += f" Ignored views: {_fmt(ignored)}."
+    return f"<p>{_e(text)}</p>{table}"
+
+
+def _matrices_details(result: dict[str, Any]) -> str:
+    from .plots import probe_sets
+
+    tables = result.get("tables") or {}
+    parts = []
+    for name in probe_sets(result, "matrix"):
+        views = [str(v) for v in tables[name].get("views", [])]
+        matrix = tables[name]["matrix"]
+        rows = [[("key", _e(views[i] if i < len(views) else "?"))] + [("", _e(_num(v, 1))) for v in row]
+                for i, row in enumerate(matrix)]
+        parts.append(_table([f"{name}: probe \\ gallery"] + views, rows, "matrix"))
+    if not parts:
+        return ""
+    return "<details><summary>View matrices as numbers</summary>" + "".join(parts) + "</details>"
+
+
+def _facts_section(result: dict[str, Any]) -> str:
+    dataset = result.get("dataset") or {}
+    split = result.get("split") or {}
+    config = result.get("config") or {}
+    parts = ["<h3>Dataset and split</h3>", _kv_table([
+        ("dataset", dataset.get("name")),
+        ("synthetic", bool(dataset.get("synthetic"))),
+        ("fingerprint", dataset.get("fingerprint")),
+        ("subjects", dataset.get("subjects")),
+        ("sequences", dataset.get("sequences")),
+        ("store", dataset.get("store")),
+        ("root", dataset.get("root")),
+        ("split: train", split.get("train")),
+        ("split: test", split.get("test")),
+        ("split: partition", split.get("partition")),
+    ] + [(f"generator.{k}", v) for k, v in _flatten(dataset.get("generator") or {})])]
+
+    parts.append("<h3>Run</h3>")
+    parts.append(_kv_table([
+        ("method", result.get("method")),
+        ("variant", result.get("variant")),
+        ("recipe", result.get("recipe") or config.get("name")),
+        ("seed", result.get("seed")),
+        ("iterations", result.get("iterations")),
+        ("precision", result.get("precision")),
+        ("device", result.get("device")),
+        ("parameters", result.get("parameters")),
+        ("checkpoint", result.get("checkpoint")),
+    ]))
+    final = (result.get("training") or {}).get("final")
+    if isinstance(final, dict) and final:
+        parts.append("<h3>Last training step</h3>" + _kv_table(final.items()))
+
+    parts.append("<h3>Recipe</h3>")
+    if config:
+        if config.get("description"):
+            parts.append(f"<p>{_e(config['description'])}</p>")
+        pairs = _flatten(config)
+        key_pairs = [(k, v) for k, v in pairs if k.split(".", 1)[0] in KEY_RECIPE_SECTIONS]
+        parts.append(_kv_table(key_pairs) if key_pairs else _note("No sampler/optimizer/schedule settings."))
+        parts.append("<details><summary>Full recipe</summary>" + _kv_table(pairs) + "</details>")
+    else:
+        parts.append(_note("The record carries no recipe."))
+
+    settings = (result.get("tables") or {}).get("settings")
+    if isinstance(settings, dict) and settings:
+        parts.append("<h3>Evaluation settings</h3>" + _kv_table(_flatten(settings)))
+
+    timings = result.get("timings") or {}
+    if timings:
+        parts.append("<h3>Timings</h3>" + _kv_table(
+            (k, f"{_num(v, 1)} s" if k.endswith("_s") else v) for k, v in timings.items()))
+    versions = result.get("versions") or {}
+    if versions:
+        parts.append("<h3>Versions</h3>" + _kv_table(_flatten(versions)))
+    stages = result.get("stages") or []
+    parts.append("<h3>Post-processing stages</h3>")
+    if stages:
+        parts.append(_kv_table(
+            (s.get("name", f"#{i + 1}") if isinstance(s, dict) else str(s),
+             {k: v for k, v in s.items() if k != "name"} if isinstance(s, dict) else "")
+            for i, s in enumerate(stages)))
+    else:
+        parts.append(_note("None: plain retrieval."))
+    return "".join(parts)
+
+
+def render_report(result: dict[str, Any], log_records: list[dict[str, Any]] | None = None,
+                  notes: Iterable[str] = (), image_format: str = "svg") -> str:
+    """The report page for one run record (and its training log records) as an HTML string."""
+    from . import plots
+
+    if image_format not in IMAGE_FORMATS:
+        raise GaitbenchError(f"unknown image format {image_format!r}; use one of {', '.join(IMAGE_FORMATS)}")
+    method = str(result.get("method", "?")) + (f" [{result['variant']}]" if result.get("variant") else "")
+    protocol = str(result.get("protocol", "?")) + (
+        f" v{result['protocol_version']}" if result.get("protocol_version") else "")
+    dataset = result.get("dataset") if isinstance(result.get("dataset"), dict) else {}
+    synthetic = bool(dataset.get("synthetic"))
+    tables = result.get("tables") if isinstance(result.get("tables"), dict) else {}
+
+    body = [f"<h1>{_e(method)} &mdash; {_e(protocol)}</h1>",
+            f'<p class="subtitle">dataset {_e(dataset.get("name", "?"))} '
+            f'(fingerprint {_e(dataset.get("fingerprint", "?"))}), recipe {_e(result.get("recipe", "?"))}, '
+            f'seed {_e(result.get("seed", "?"))}</p>']
+    if synthetic:
+        body.append('<div class="banner" id="synthetic-banner">SYNTHETIC DATA &mdash; not comparable with '
+                    'published numbers</div>')
+
+    body.append("<h2>Metrics</h2>")
+    metrics = result.get("metrics") if isinstance(result.get("metrics"), dict) else {}
+    if metrics:
+        body.append(_table(["metric", "value"], ([("key", _e(k)), ("", _e(_num(v)))] for k, v in metrics.items()),
+                           "metrics"))
+    else:
+        body.append(_note("The record has no metrics."))
+
+    body.append("<h2>Per probe view</h2>")
+    body.append(_guarded(lambda: _per_view_section(result), "Per-view table"))
+
+    body.append("<h2>Figures</h2>")
+    if plots.probe_sets(result, "matrix"):
+        body.append(_figure_html(lambda: plots.view_matrix_heatmaps(result),
+                                 "Rank-1 (%) for each probe view (rows) against each gallery view (columns).",
+                                 image_format))
+        body.append(_guarded(lambda: _matrices_details(result), "View matrices"))
+    if plots.probe_sets(result, "per_probe_view"):
+        body.append(_figure_html(lambda: plots.per_view_curves(result),
+                                 "Rank-1 (%) per probe view, one line per probe set.", image_format))
+    if isinstance(tables.get("cmc"), dict):
+        body.append(_figure_html(lambda: plots.cmc_curve(result), "Cumulative match characteristic.", image_format))
+    if not plots.probe_sets(result, "matrix") and not plots.probe_sets(result, "per_probe_view") \
+            and "cmc" not in tables:
+        body.append(_note("No evaluation tables in the record: no evaluation figures."))
+    if log_records:
+        training_title = plots.run_title(result, "Training")
+        body.append(_figure_html(lambda: plots.training_curves(log_records, title=training_title),
+                                 "Training loss and learning rate per logged step.", image_format))
+    body.extend(_note(n) for n in notes)
+
+    body.append("<h2>Run facts</h2>")
+    body.append(_guarded(lambda: _facts_section(result), "Run facts"))
+    gaitbench_version = (result.get("versions") or {}).get("gaitbench", "?")
+    body.append(f"<footer>gaitbench {_e(gaitbench_version)} run report. Self-contained page: "
+                f"no scripts, no external resources.</footer>")
+
+    title = f"gaitbench report: {method} - {protocol}" + (" (SYNTHETIC)" if synthetic else "")
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            # Belt and braces for "loads nothing": the browser refuses any fetch or script.
+            "<meta http-equiv=\"Content-Security-Policy\" "
+            "content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+            + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, *, image_format: str = "svg") -> Path:
+    """Write the HTML report of the run in ``run_dir`` (default ``run_dir/report.html``); returns its path.
+    ``run_dir`` may also be the ``result.json`` itself."""
+    run_dir = Path(run_dir)
+    if run_dir.is_file():
+        result_path, run_dir = run_dir, run_dir.parent
+    else:
+        result_path = run_dir / "result.json"
+    if not result_path.is_file():
+        raise GaitbenchError(f"{run_dir}: no result.json (not a gaitbench run directory, or the run did not finish)")
+    result = read_json(result_path)
+    if not isinstance(result, dict):
+        raise GaitbenchError(f"{result_path}: not a gaitbench run record")
+    log_records, notes = read_train_log(run_dir / "train_log.jsonl")
+    page = render_report(result, log_records, notes, image_format=image_format)
+    out = Path(out) if out is not None else run_dir / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename: a reader never sees half a report.
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.write_text(page, "utf-8")
+    os.replace(tmp, out)
+    return out

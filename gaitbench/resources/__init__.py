@@ -1,0 +1,1 @@
+"""Reference data shipped with gaitbench (published_results.csv: published and reproduced accuracies)."""

@@ -1,0 +1,59 @@
+"""`gaitbench bench` on the CPU with tiny shapes: a complete record, FLOPs that scale with frames,
+and the record feeding a leaderboard's efficiency columns."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gaitbench.bench import count_flops, measure
+from gaitbench.plugins import get_plugins
+
+from .conftest import run_cli
+
+
+def test_bench_cli_writes_a_complete_record(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_cli("bench", "--method", "gaitset", "--recipe", "quick", "--batch", "2,2", "--frames", "4",
+                   "--test-frames", "6", "--infer-batch", "2", "--steps", "2", "--warmup", "1", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "seq/s" in proc.stdout and "GFLOPs" in proc.stdout
+    r = json.loads(out.read_text())
+    assert r["kind"] == "bench" and r["method"] == "gaitset" and r["variant"] == "quick"
+    assert r["params"] == 158_216 and r["shapes"]["train"] == [4, 4, 64, 44]
+    for section in ("train", "inference"):
+        assert r[section]["seq_per_s"] > 0 and r[section]["achieved_tflops"] > 0
+    assert r["inference"]["latency_s"] > 0 and r["gflops_per_sequence"] > 0
+    assert r["amp"] == "none" and r["compile"] is False and r["torch"]
+
+
+def test_flops_scale_with_frames():
+    import torch
+
+    model = get_plugins().method("gaitset").create("quick").eval()
+    f30 = count_flops(model, torch.rand(1, 30, 64, 44))
+    f60 = count_flops(model, torch.rand(1, 60, 64, 44))
+    assert 1.8 < f60 / f30 < 2.0  # the frame CNN doubles; the set-level part stays
+
+
+def test_bad_bench_arguments():
+    proc = run_cli("bench", "--method", "gaitset", "--batch", "2x2")
+    assert proc.returncode != 0 and "--batch expects P,K" in proc.stderr and "Traceback" not in proc.stderr
+    with pytest.raises(Exception, match="no CUDA device"):
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("CUDA is present")
+        measure(get_plugins().method("gaitset"), device="cuda")
+
+
+@pytest.mark.gpu
+def test_bench_on_cuda():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    r = measure(get_plugins().method("gaitset"), variant="casiab", device="cuda", amp="bf16", train_batch=(8, 16),
+                frames=30, steps=5, warmup=2)
+    assert r["gpu"] and r["train"]["peak_memory_gib"] > 0 and r["train"]["seq_per_s"] > 0

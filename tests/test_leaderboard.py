@@ -1,0 +1,152 @@
+"""Leaderboards from run records: grouping, seeds, formats, published rows, per-view, compare."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+
+import pandas as pd
+import pytest
+
+from gaitbench.errors import GaitbenchError
+from gaitbench.leaderboard import build_tables, compare, load_published, load_records, per_view_table, render
+
+from .conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def base_record(small_synth, tmp_path_factory):
+    from gaitbench.run import RunSettings, execute
+
+    store, partition = small_synth
+    out = tmp_path_factory.mktemp("lb") / "run"
+    return execute(RunSettings(method="gaitset", protocol="casiab", data_root=str(store.root), partition=str(partition),
+                               recipe="quick", iterations=1, out=str(out), progress=False,
+                               overrides=["sampler.P=4", "sampler.K=4", "sampler.frames=6"]), echo=lambda s: None)
+
+
+def variant(record, seed=0, shift=0.0, **changes):
+    r = copy.deepcopy(record)
+    r["seed"] = seed
+    r["metrics"] = {k: v + shift for k, v in r["metrics"].items()}
+    for key, value in changes.items():
+        if key == "fingerprint":
+            r["dataset"]["fingerprint"] = value
+        else:
+            r[key] = value
+    return r
+
+
+def write(tmp_path, records):
+    for i, r in enumerate(records):
+        d = tmp_path / f"runs/r{i}"
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps(r))
+    return tmp_path / "runs"
+
+
+def test_seeds_share_a_row_with_mean_and_std(base_record):
+    a = variant(base_record, seed=0)
+    b = variant(base_record, seed=1, shift=10.0)
+    (table,) = build_tables([a, b])
+    row = table.frame.iloc[0]
+    nm = base_record["metrics"]["NM/rank1"]
+    assert row["NM/rank1"] == f"{nm + 5:.2f} ± {7.0710678:.2f}" and row["n"] == 2 and row["seeds"] == "0,1"
+    assert row["data"] == "synthetic" and "SYNTHETIC" in table.title
+    assert any("SYNTHETIC" in n for n in table.notes)
+
+
+def test_incomparable_runs_go_to_separate_tables(base_record):
+    other = variant(base_record, fingerprint="ffffffffffffffff")
+    newer = variant(base_record, protocol_version="2.0.0")
+    tables = build_tables([base_record, other, newer])
+    assert len(tables) == 3
+    assert {t.key["fingerprint"] for t in tables} == {base_record["dataset"]["fingerprint"], "ffffffffffffffff"}
+    assert all(any("separate tables" in n for n in t.notes) for t in tables)
+
+
+def test_post_processed_rows_are_marked(base_record):
+    rr = variant(base_record, shift=3.0, stages=[{"name": "rerank", "params": {"k1": 20}}])
+    (table,) = build_tables([base_record, rr])
+    methods = list(table.frame["method"])
+    assert "gaitset [quick] +rerank" in methods and "gaitset [quick]" in methods
+    assert any("post-processing" in n for n in table.notes)
+
+
+def test_formats(base_record, tmp_path):
+    records = [variant(base_record, seed=s, shift=s) for s in (0, 1)] + [variant(base_record, fingerprint="f" * 16)]
+    tables = build_tables(records)
+    md = render(tables, "markdown")
+    header = next(l for l in md.splitlines() if l.startswith("| method"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert cols[:7] == ["method", "recipe", "source", "n", "NM/rank1", "BG/rank1", "CL/rank1"]
+    latex = render(tables, "latex")
+    assert latex.count("\\toprule") == latex.count("\\midrule") == latex.count("\\bottomrule") == 2
+    assert latex.count("{") == latex.count("}") and "$\\pm$" in latex and "±" not in latex
+    body = latex.split("\\midrule")[1].split("\\bottomrule")[0].strip().splitlines()
+    assert all(line.count("&") == len(cols) - 1 for line in body)
+    csv = pd.read_csv(io.StringIO(render(tables, "csv")))
+    single = csv[csv["n"] == 1].iloc[0]
+    assert float(single["NM/rank1"]) == pytest.approx(base_record["metrics"]["NM/rank1"], abs=0.005)
+    assert set(csv["table"]) == {t.title for t in tables}
+    html = render(tables, "html")
+    assert html.count("<table") == 2 and "SYNTHETIC" in html
+    data = json.loads(render(tables, "json"))
+    assert len(data) == 2 and data[0]["rows"][0]["method"] == "gaitset [quick]"
+    with pytest.raises(GaitbenchError, match="did you mean 'latex'"):
+        render(tables, "latx")
+
+
+def test_per_view_table_and_compare(base_record):
+    frame = per_view_table([base_record])
+    assert list(frame["probe"]) == ["NM", "BG", "CL"]
+    assert list(frame.columns[3:]) == [f"{v:03d}" for v in range(0, 181, 18)] + ["mean"]
+    assert frame.iloc[0]["mean"] == base_record["metrics"]["NM/rank1"]
+    better = variant(base_record, shift=2.0)
+    for t in better["tables"].values():
+        if isinstance(t, dict) and "per_probe_view" in t:
+            t["per_probe_view"] = {v: x + 1.0 for v, x in t["per_probe_view"].items()}
+    metrics, per_view = compare(base_record, better)
+    assert list(metrics["B - A"]) == pytest.approx([2.0, 2.0, 2.0])
+    assert (per_view.drop(columns="probe").to_numpy() == 1.0).all()
+
+
+def test_cli_leaderboard_and_errors(base_record, tmp_path):
+    root = write(tmp_path, [variant(base_record, seed=0), variant(base_record, seed=1, shift=1.0)])
+    proc = run_cli("leaderboard", str(root), "--format", "markdown")
+    assert proc.returncode == 0, proc.stderr
+    assert "| gaitset [quick]" in proc.stdout and "± 0.71" in proc.stdout
+    out = tmp_path / "lb.tex"
+    assert run_cli("leaderboard", str(root), "--format", "latex", "--out", str(out)).returncode == 0
+    assert out.read_text().startswith("\\begin{table}")
+    proc = run_cli("compare", str(root / "r0"), str(root / "r1"))
+    assert proc.returncode == 0 and "+1.00" in proc.stdout
+    proc = run_cli("leaderboard", str(tmp_path / "nope"))
+    assert proc.returncode != 0 and "no such run directory" in proc.stderr and "Traceback" not in proc.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(GaitbenchError, match="no result.json"):
+        load_records([empty])
+    (empty / "result.json").write_text('{"not": "a record"}')
+    with pytest.raises(GaitbenchError, match="not a gaitbench run record"):
+        load_records([empty])
+
+
+def test_published_rows_with_sources_beside_runs(base_record):
+    published = load_published()
+    (table,) = build_tables([base_record], published=published)
+    frame = table.frame
+    papers = frame[frame["source"] == "paper"]
+    assert {"gaitset", "gaitpart", "gaitgl"} <= set(papers["method"])
+    assert (papers["reference"].str.len() > 0).all()
+    gaitset = papers[papers["method"] == "gaitset"].iloc[0]
+    assert (gaitset["NM/rank1"], gaitset["BG/rank1"], gaitset["CL/rank1"]) == ("95.00", "87.20", "70.40")
+    assert "Table 1" in gaitset["reference"] and "; " in gaitset["reference"]  # two papers print it
+    run = frame[frame["source"] == "run"].iloc[0]
+    nm = base_record["metrics"]["NM/rank1"]
+    assert run["vs paper"].startswith(f"NM {nm - 95.0:+.1f}")
+    assert any("published numbers on the real dataset" in n for n in table.notes)
+    per_view = per_view_table([base_record], published)
+    assert set(per_view["source"]) == {"run", "paper"}
+    assert not per_view[per_view["source"] == "paper"]["reference"].eq("").any()
