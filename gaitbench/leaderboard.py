@@ -70,6 +70,13 @@ def _row_label(record) -> str:
     return label + (f" +{stages}" if stages else "")
 
 
+def _split_label(record) -> str:
+    split = record.get("split") or {}
+    if split.get("partition"):
+        return f"partition {Path(split['partition']).name}"
+    return f"train {','.join(split.get('train') or ['?'])} / test {','.join(split.get('test') or ['?'])}"
+
+
 def _config_hash(record) -> str:
     import hashlib
 
@@ -155,6 +162,7 @@ def build_tables(records: list[dict[str, Any]], protocol: str | None = None, pub
                 row[col] = eff.get(col, "")
             row["stages"] = _stages_label(first) or "-"
             row["precision"] = first.get("precision", "")
+            row["split"] = _split_label(first)
             row["data"] = "synthetic" if (first.get("dataset") or {}).get("synthetic") else "real"
             row["seeds"] = ",".join(str(r.get("seed", "?")) for r in runs)
             out_rows.append(row)

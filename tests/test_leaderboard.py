@@ -54,6 +54,7 @@ def test_seeds_share_a_row_with_mean_and_std(base_record):
     nm = base_record["metrics"]["NM/rank1"]
     assert row["NM/rank1"] == f"{nm + 5:.2f} ± {7.0710678:.2f}" and row["n"] == 2 and row["seeds"] == "0,1"
     assert row["data"] == "synthetic" and "SYNTHETIC" in table.title
+    assert row["split"] == "partition partition.json" and row["precision"] == "fp32" and row["stages"] == "-"
     assert any("SYNTHETIC" in n for n in table.notes)
 
 

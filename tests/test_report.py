@@ -15,7 +15,7 @@ import time
 import pandas as pd
 import pytest
 
-pytest.importorskip("matplotlib")
+import matplotlib  # noqa: E402,F401  (a hard dependency: a missing one must fail, not skip)
 
 from gaitbench import plots  # noqa: E402
 from gaitbench.errors import GaitbenchError  # noqa: E402
