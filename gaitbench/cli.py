@@ -66,6 +66,9 @@ def _run_options(func):
         click.option("--deterministic", is_flag=True, help="Use torch's deterministic algorithms."),
         click.option("--out", type=click.Path(), default=None,
                      help="Run directory (default: runs/<method>-<protocol>-<time>)."),
+        click.option("--checkpoint", type=click.Path(), default=None,
+                     help="Start from these weights (a gaitbench or imported checkpoint); with --iterations 0 "
+                          "this evaluates them."),
         click.option("--nproc-per-node", type=int, default=1, show_default=True,
                      help="Processes on this machine (DistributedDataParallel through torchrun)."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
@@ -291,6 +294,22 @@ def compare_command(run_a, run_b):
     if per_view is not None:
         click.echo("\nper probe view, B - A:")
         click.echo(tabulate(per_view, headers="keys", tablefmt="github", showindex=False, floatfmt="+.2f"))
+
+
+@cli.command("import-checkpoint")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--from", "source", required=True, type=click.Choice(["opengait"]), help="Checkpoint format.")
+@click.option("--method", "-m", required=True)
+@click.option("--variant", default=None, help="Default: the method's default variant.")
+@click.option("--out", required=True, type=click.Path(), help="gaitbench checkpoint to write.")
+def import_checkpoint(checkpoint, source, method, variant, out):
+    """Convert an OpenGait CHECKPOINT into a gaitbench checkpoint (strict: every key and shape)."""
+    from .checkpoint_import import import_opengait
+
+    info = import_opengait(checkpoint, _plugins().method(method), variant, out)
+    extra = f", {info['model_kwargs']}" if info["model_kwargs"] else ""
+    click.echo(f"imported {info['keys']} tensors of {info['method']} [{info['variant']}{extra}] "
+               f"(iteration {info['iteration']}) to {out}")
 
 
 @cli.command()

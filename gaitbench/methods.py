@@ -39,6 +39,9 @@ class Method:
     # param_groups(model, recipe) -> list of optimizer parameter groups (default: all parameters);
     # regularizer(trainer, outputs) -> an extra scalar loss added to the recipe's losses.
     param_groups: Callable[..., Any] | None = None
+    # Name of the build_model argument that sets the classifier's class count (e.g. "num_classes"):
+    # a run passes the number of training subjects unless the recipe's [model] section sets it.
+    class_count_arg: str | None = None
     regularizer: Callable[..., Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 

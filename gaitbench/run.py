@@ -30,6 +30,7 @@ class RunSettings:
     resume: bool = False  # continue the run in `out` from its last checkpoint
     deterministic: bool = False  # torch's deterministic algorithms
     train_only: bool = False  # stop after training (`gaitbench train`)
+    checkpoint: str | None = None  # initial weights (e.g. imported from OpenGait)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -196,7 +197,22 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
     # -- model and training
     seed_everything(settings.seed, settings.deterministic)
     model_kwargs = dict(recipe.model)
-    model = method.create(variant, **model_kwargs).to(device)
+    initial = None
+    if settings.checkpoint:
+        initial = read_checkpoint(settings.checkpoint)
+        if initial["method"] != method.name or initial["variant"] != variant:
+            raise GaitbenchError(f"{settings.checkpoint} holds {initial['method']} [{initial['variant']}], but this run "
+                                 f"builds {method.name} [{variant}] (choose the recipe or --set variant=...)")
+        model_kwargs.update(initial.get("model_kwargs") or {})
+    if method.class_count_arg and method.class_count_arg not in model_kwargs:
+        train_subjects = store.index["subject"].to_numpy()[train_rows]
+        model_kwargs[method.class_count_arg] = len(set(train_subjects))
+    model = method.create(variant, **model_kwargs)
+    if initial is not None:
+        from .training.checkpoint import load_state_strict
+
+        load_state_strict(model, initial["model"], settings.checkpoint)
+    model = model.to(device)
     parameters = sum(p.numel() for p in model.parameters())
     say(f"method: {method.name} (variant {variant}{', REDUCED for CPU - not the paper network' if variant == 'quick' else ''}, "
         f"{parameters:,} parameters); recipe {recipe.name}; protocol {protocol.describe()}; "
@@ -273,7 +289,8 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
                        "version": plugin_info.version} if plugin_info else None,
         },
         "stages": [],
-        "training": {"final": history[-1] if history else None, "resumed_from": resumed_from},
+        "training": {"final": history[-1] if history else None, "resumed_from": resumed_from,
+                     "initial_checkpoint": settings.checkpoint},
         "evaluated_checkpoint": str(ckpt),
         "checkpoint": str(ckpt),
     }
