@@ -29,7 +29,8 @@ def test_listing_commands_do_not_import_torch(args):
 
 def test_methods_and_protocols_listing():
     methods = run_cli("methods")
-    assert methods.returncode == 0 and methods.stdout.startswith("gaitset")
+    names = [line.split()[0] for line in methods.stdout.splitlines()]
+    assert methods.returncode == 0 and names == ["gaitgl", "gaitmask", "gaitpart", "gaitset"]
     assert "[plugin gaitset" in methods.stdout
     protocols = run_cli("protocols")
     assert "casiab" in protocols.stdout and "v1.0.0" in protocols.stdout
@@ -47,7 +48,8 @@ def assert_one_line_error(proc, *fragments):
 
 def test_unknown_method():
     proc = run_cli("run", "--method", "gaitsett", "--protocol", "casiab")
-    assert_one_line_error(proc, "unknown method 'gaitsett'", "did you mean 'gaitset'?", "Available: gaitset")
+    assert_one_line_error(proc, "unknown method 'gaitsett'", "did you mean 'gaitset'?",
+                          "Available: gaitgl, gaitmask, gaitpart, gaitset")
 
 
 def test_unknown_protocol():

@@ -92,5 +92,5 @@ def test_non_editable_install_finds_protocols_and_recipes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith(str(tmp_path / "site"))
-    assert lines[1] == "['casiab'] ['gaitset']"
+    assert lines[1] == "['casiab'] ['gaitgl', 'gaitmask', 'gaitpart', 'gaitset']"
     assert lines[2] == "['casiab', 'oumvlp', 'quick']"

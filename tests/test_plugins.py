@@ -38,7 +38,8 @@ def test_builtin_method_comes_through_entry_point():
     assert plugins.methods()["gaitset"].plugin == "gaitset"
     info = {i.name: i for i in plugins.info()}["gaitset"]
     assert info.distribution == "gaitbench" and info.registered["method"] == ["gaitset"]
-    assert gaitbench.list_methods("gait*") == ["gaitset"]
+    assert gaitbench.list_methods("gait*") == ["gaitgl", "gaitmask", "gaitpart", "gaitset"]
+    assert gaitbench.list_methods("*set") == ["gaitset"]
 
 
 def test_hook_register_methods():
@@ -57,7 +58,7 @@ def test_duplicate_method_names_both_plugins():
 
 
 def test_unknown_method_did_you_mean():
-    with pytest.raises(GaitbenchError, match=r"did you mean 'gaitset'\?.*Available: gaitset"):
+    with pytest.raises(GaitbenchError, match=r"did you mean 'gaitset'\?.*Available: gaitgl, gaitmask, gaitpart, gaitset"):
         get_plugins().method("gaitsett")
 
 
@@ -98,7 +99,7 @@ def test_hook_typo_is_reported(capsys, monkeypatch):
 
 
 def test_disable_plugins_switch(monkeypatch):
-    monkeypatch.setenv("GAITBENCH_DISABLE_PLUGINS", "gaitset, extra")
+    monkeypatch.setenv("GAITBENCH_DISABLE_PLUGINS", "gaitset, gaitpart,gaitgl,gaitmask, extra")
     plugins = use_plugins(("extra", MethodPlugin("alpha")))
     assert plugins.methods() == {}
 

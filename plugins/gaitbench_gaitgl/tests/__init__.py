@@ -1,0 +1,1 @@
+"""gaitgl plugin tests."""

@@ -1,0 +1,429 @@
+"""Tests for the GaitGL model (plugins/gaitbench_gaitgl)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import gaitbench
+from gaitbench.training.losses import part_cross_entropy, triplet_loss
+from gaitbench.training.recipe import load_recipe
+from gaitbench_gaitgl import METHOD, VARIANTS
+from gaitbench_gaitgl.model import MASK_TYPES, GaitGL, GeMHPP, GLConv, complementary_masks
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, torch's 2-thread OpenMP pool stalls at every
+    barrier when another process holds a core (measured 3-20x slower steps); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def make(variant="casiab", seed=0, **kw):
+    torch.manual_seed(seed)
+    return GaitGL(**{**VARIANTS[variant], **kw})
+
+
+def sils(n, s, h=64, w=44, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, s, h, w, generator=g)
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def test_variants_and_registration():
+    assert {"casiab", "oumvlp", "hid2020", "quick"} <= set(VARIANTS)
+    assert METHOD.default_variant == "casiab" and METHOD.class_count_arg == "num_classes"
+    assert "gaitgl" in gaitbench.list_methods()
+    m = gaitbench.create_model("gaitgl", variant="quick", num_classes=5)
+    assert m.Head1.fc_bin.shape == (16, 32, 5)
+
+
+def test_param_counts():
+    assert n_params(make("casiab")) == 3_096_673
+    assert n_params(GaitGL()) == 3_096_673  # defaults == the CASIA-B configuration
+    assert n_params(make("casiab", num_classes=10)) == 3_096_673 - 64 * 128 * (74 - 10)
+    assert n_params(make("hid2020")) == 4_259_681
+    assert n_params(make("quick")) < 200_000
+    # the 95M OU-MVLP model is counted on the meta device: shapes only, no memory
+    with torch.device("meta"):
+        big = GaitGL(**VARIANTS["oumvlp"])
+    assert n_params(big) == 95_620_449
+    assert big.Head1.fc_bin.shape == (64, 256, 5153)
+    assert sum(b.numel() for b in make("casiab").buffers()) == 257  # BN running stats + counter
+
+
+CASIAB_KEYS = [
+    ("conv3d.0.conv3d.weight", (32, 1, 3, 3, 3)),
+    ("LTA.0.conv3d.weight", (32, 32, 3, 1, 1)),
+    ("GLConvA0.global_conv3d.conv3d.weight", (64, 32, 3, 3, 3)),
+    ("GLConvA0.local_conv3d.conv3d.weight", (64, 32, 3, 3, 3)),
+    ("GLConvA1.global_conv3d.conv3d.weight", (128, 64, 3, 3, 3)),
+    ("GLConvA1.local_conv3d.conv3d.weight", (128, 64, 3, 3, 3)),
+    ("GLConvB2.global_conv3d.conv3d.weight", (128, 128, 3, 3, 3)),
+    ("GLConvB2.local_conv3d.conv3d.weight", (128, 128, 3, 3, 3)),
+    ("HPP.p", (1,)),
+    ("Head0.fc_bin", (64, 128, 128)),
+    ("Bn.weight", (128,)),
+    ("Bn.bias", (128,)),
+    ("Bn.running_mean", (128,)),
+    ("Bn.running_var", (128,)),
+    ("Bn.num_batches_tracked", ()),
+    ("Head1.fc_bin", (64, 128, 74)),
+]
+
+
+def test_state_dict_keys_casiab():
+    sd = make("casiab").state_dict()
+    assert [(k, tuple(v.shape)) for k, v in sd.items()] == CASIAB_KEYS
+    # the mask-based local extractor has exactly the same parameters and keys
+    assert list(make("casiab", local="mask").state_dict()) == [k for k, _ in CASIAB_KEYS]
+
+
+def test_state_dict_keys_oumvlp_and_hid2020():
+    with torch.device("meta"):
+        sd = GaitGL(**VARIANTS["oumvlp"]).state_dict()
+    assert len(sd) == 23
+    expected = ["conv3d.0.conv3d.weight", "conv3d.2.conv3d.weight", "LTA.0.conv3d.weight"]
+    for stage in ("GLConvA0", "GLConvA1", "GLConvB2"):
+        for i in (0, 1):
+            expected += [f"{stage}.{i}.global_conv3d.conv3d.weight", f"{stage}.{i}.local_conv3d.conv3d.weight"]
+    expected += ["HPP.p", "Head0.fc_bin", "Bn.weight", "Bn.bias", "Bn.running_mean", "Bn.running_var",
+                 "Bn.num_batches_tracked", "Head1.fc_bin"]
+    assert list(sd) == expected
+    assert tuple(sd["GLConvB2.1.local_conv3d.conv3d.weight"].shape) == (256, 256, 3, 3, 3)
+    assert tuple(sd["Head0.fc_bin"].shape) == (64, 256, 256)
+
+    hid = make("hid2020").state_dict()
+    assert "Bn.weight" not in hid and "Head1.fc_bin" not in hid
+    assert [k for k in hid if k.endswith("global_conv3d.conv3d.weight")] == [
+        "GLConvA0.global_conv3d.conv3d.weight", "GLConvA1.0.global_conv3d.conv3d.weight",
+        "GLConvA1.1.global_conv3d.conv3d.weight", "GLConvA1.2.global_conv3d.conv3d.weight",
+        "GLConvB2.global_conv3d.conv3d.weight"]
+
+
+def test_intermediate_shapes_casiab():
+    m = make("casiab").eval()
+    x = sils(1, 6).unsqueeze(1)
+    with torch.no_grad():
+        a = m.conv3d(x)
+        b = m.LTA(a)
+        c = m.GLConvA0(b)
+        d = m.MaxPool0(c)
+        e = m.GLConvA1(d)
+        f = m.GLConvB2(e)
+    assert a.shape == (1, 32, 6, 64, 44)
+    assert b.shape == (1, 32, 2, 64, 44)  # LTA: temporal stride 3
+    assert c.shape == (1, 64, 2, 64, 44)
+    assert d.shape == (1, 64, 2, 32, 22)
+    assert e.shape == (1, 128, 2, 32, 22)
+    assert f.shape == (1, 128, 2, 64, 22)  # GLConv-B doubles the height
+
+
+@pytest.mark.parametrize("variant,emb,logits", [
+    ("casiab", (2, 128, 64), (2, 74, 64)),
+    ("hid2020", (2, 128, 64), None),
+    ("quick", (2, 32, 16), (2, 74, 16)),
+])
+def test_output_shapes(variant, emb, logits):
+    m = make(variant).train()
+    out = m(sils(2, 7))
+    assert out["embeddings"].shape == emb
+    if logits is None:
+        assert set(out) == {"embeddings"}
+    else:
+        assert out["logits"].shape == logits
+    m.eval()
+    with torch.no_grad():
+        assert m(sils(2, 7))["embeddings"].shape == emb
+
+
+def test_output_shape_oumvlp_structure():
+    # the OU-MVLP network with a small classifier (its 84M-parameter Head1 only changes the class count)
+    m = make("oumvlp", num_classes=6).eval()
+    with torch.no_grad():
+        out = m(sils(1, 3))
+    assert out["embeddings"].shape == (1, 256, 64) and out["logits"].shape == (1, 6, 64)
+
+
+@pytest.mark.parametrize("s", [1, 2, 3, 5])
+def test_short_sequences_repeated(s):
+    m = make("quick").eval()
+    x = sils(2, s)
+    with torch.no_grad():
+        out = m(x)["embeddings"]
+        assert out.shape == (2, 32, 16) and torch.isfinite(out).all()
+        if s < 3:
+            rep = x.repeat(1, 3 if s == 1 else 2, 1, 1)  # the reference: x3 for 1 frame, x2 for 2
+            torch.testing.assert_close(out, m(rep)["embeddings"])
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+def test_local_parts_fold_matches_loop_over_strips():
+    torch.manual_seed(0)
+    layer = GLConv(3, 5, parts=4)
+    x = torch.randn(2, 3, 4, 8, 6)
+    conv = layer.local_conv3d
+    ref = F.leaky_relu(torch.cat([conv(z) for z in x.split(2, 3)], 3))
+    torch.testing.assert_close(layer.local_parts(x), ref, atol=1e-6, rtol=1e-5)
+    g = F.leaky_relu(layer.global_conv3d(x))
+    torch.testing.assert_close(layer(x), g + ref, atol=1e-6, rtol=1e-5)
+    fm = GLConv(3, 5, parts=4, fm_sign=True)
+    fm.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(fm(x), torch.cat([g, ref], 3), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError):
+        GLConv(3, 5, parts=3).local_parts(x)  # 8 rows do not split into 3 parts
+
+
+def half_masks(n, h, w):
+    m = torch.zeros(n, 1, 1, h, w)
+    m[..., : h // 2, :] = 1.0
+    return m
+
+
+def test_mask_with_fixed_halves_equals_two_part_split():
+    torch.manual_seed(0)
+    layer = GLConv(3, 5, parts=2, local="mask", mask="part_horizontal")
+    x = torch.randn(2, 3, 4, 8, 6)
+    masked = layer.local_masked(x, half_masks(2, 8, 6))
+    torch.testing.assert_close(masked, layer.local_parts(x, parts=2), atol=1e-6, rtol=1e-5)
+    # the literal, unrestricted sum leaks across the cut: rows next to it differ, the rest agree
+    layer.mask_restrict = False
+    literal = layer.local_masked(x, half_masks(2, 8, 6))
+    diff = (literal - masked).abs().amax((0, 1, 2, 4))
+    assert diff[[3, 4]].min() > 1e-3 and diff[[0, 1, 2, 5, 6, 7]].max() < 1e-6
+
+
+def test_mask_model_with_fixed_halves_equals_two_part_model(monkeypatch):
+    import gaitbench_gaitgl.model as mod
+
+    parts = make("quick", parts=2, seed=3).train()
+    masked = make("quick", parts=2, seed=3, local="mask", mask="part_horizontal").train()
+    assert all(torch.equal(a, b) for a, b in zip(parts.state_dict().values(), masked.state_dict().values()))
+    monkeypatch.setattr(mod, "complementary_masks",
+                        lambda kind, n, h, w, d, device=None, generator=None: half_masks(n, h, w))
+    x = sils(4, 9)
+    torch.testing.assert_close(masked(x)["embeddings"], parts(x)["embeddings"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", MASK_TYPES)
+def test_complementary_masks(kind):
+    g = torch.Generator().manual_seed(0)
+    n, h, w, d = 64, 16, 11, 0.3
+    m = complementary_masks(kind, n, h, w, d, generator=g)
+    assert m.shape == (n, 1, 1, h, w)
+    assert set(m.unique().tolist()) <= {0.0, 1.0}
+    m = m[:, 0, 0]
+    if kind.endswith("horizontal"):
+        assert (m == m[:, :, :1]).all()  # whole rows
+        rows = m[:, :, 0]
+        k = int(d * h) if kind.startswith("part") else round(d * h)
+        assert (rows.sum(1) == k).all()
+        if kind.startswith("part"):  # one contiguous band
+            assert ((rows[:, 1:] - rows[:, :-1]).abs().sum(1) <= 2).all()
+    elif kind.endswith("vertical"):
+        assert (m == m[:, :1, :]).all()  # whole columns
+        cols = m[:, 0, :]
+        k = int(d * w) if kind.startswith("part") else round(d * w)
+        assert (cols.sum(1) == k).all()
+        if kind.startswith("part"):
+            assert ((cols[:, 1:] - cols[:, :-1]).abs().sum(1) <= 2).all()
+    else:
+        assert (m.sum((1, 2)) == round(d * h * w)).all()
+    assert len({tuple(r.flatten().tolist()) for r in m}) > 1  # drawn per sample
+
+
+def test_mask_eval_modes():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 8, 6)
+    layer = GLConv(3, 5, parts=2, local="mask").eval()
+    unmasked = layer.local_features(x)
+    torch.testing.assert_close(unmasked, F.leaky_relu(layer.local_conv3d(x)))
+    torch.testing.assert_close(layer.local_features(x), unmasked)  # deterministic
+    layer.mask_eval = "parts"
+    torch.testing.assert_close(layer.local_features(x), layer.local_parts(x, parts=2))
+    layer.train()
+    a, b = layer.local_features(x), layer.local_features(x)
+    assert not torch.allclose(a, b)  # random masks in training
+    with pytest.raises(ValueError):
+        GLConv(3, 5, local="mask", mask="diagonal")
+    with pytest.raises(ValueError):
+        GLConv(3, 5, local="mask", drop_ratio=1.0)
+
+
+def test_gem_hpp():
+    gem = GeMHPP(bins=(4, 2))
+    x = torch.rand(2, 3, 8, 5) + 0.1
+    out = gem(x)
+    assert out.shape == (2, 3, 6)
+    p = 6.5
+    ref0 = x.reshape(2, 3, 4, -1).pow(p).mean(-1).pow(1 / p)
+    torch.testing.assert_close(out[..., :4], ref0)
+    with torch.no_grad():
+        gem.p.fill_(1.0)
+    torch.testing.assert_close(gem(x)[..., 4:], x.reshape(2, 3, 2, -1).mean(-1))
+
+
+# --------------------------------------------------------------------------- packed batches
+
+
+def packed(lengths, h=64, w=44, s_max=None):
+    seqs = [sils(1, int(L), h, w, seed=10 + i)[0] for i, L in enumerate(lengths)]
+    s_max = s_max or max(lengths)
+    batch = torch.full((len(seqs), s_max, h, w), 1.0)  # adversarial padding: must not leak
+    for i, q in enumerate(seqs):
+        batch[i, : q.shape[0]] = q
+    return seqs, batch, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize("variant,kw", [
+    ("quick", {}),
+    ("quick", {"local": "mask"}),
+    ("casiab", {}),
+])
+def test_variable_length_matches_single(variant, kw):
+    m = make(variant, **kw).eval()
+    seqs, batch, lengths = packed([1, 2, 4, 7, 12])
+    with torch.no_grad():
+        out = m(batch, lengths)
+        for i, q in enumerate(seqs):
+            single = m(q.unsqueeze(0))
+            for key in out:
+                ref = single[key][0]
+                scale = ref.abs().max()
+                torch.testing.assert_close(out[key][i] / scale, ref / scale, atol=1e-5, rtol=1e-5)
+
+
+def test_full_and_equal_lengths():
+    m = make("quick").eval()
+    x = sils(3, 8)
+    with torch.no_grad():
+        a = m(x)["embeddings"]
+        torch.testing.assert_close(m(x, torch.tensor([8, 8, 8]))["embeddings"], a)
+        # equal lengths shorter than the padding: the padding is cut off
+        torch.testing.assert_close(m(x, torch.tensor([5, 5, 5]))["embeddings"], m(x[:, :5])["embeddings"])
+    with pytest.raises(ValueError):
+        m(x, torch.tensor([0, 3, 8]))
+    with pytest.raises(ValueError):
+        m(x, torch.tensor([9, 3, 8]))
+
+
+# --------------------------------------------------------------------------- training behaviour
+
+
+def test_deterministic_eval():
+    x = sils(2, 6)
+    with torch.no_grad():
+        a = make("casiab", seed=123).eval()(x)["embeddings"]
+        b = make("casiab", seed=123).eval()(x)["embeddings"]
+        c = make("casiab", seed=124).eval()(x)["embeddings"]
+        m = make("quick", local="mask", mask="pixel").eval()
+        torch.testing.assert_close(m(x)["embeddings"], m(x)["embeddings"], atol=0, rtol=0)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+@pytest.mark.parametrize("kw", [{}, {"local": "mask"}, {"local": "mask", "mask_restrict": False}])
+def test_backward_all_params_get_grads(kw):
+    m = make("quick", num_classes=4, **kw).train()
+    x = sils(4, 9)
+    labels = torch.tensor([0, 1, 2, 3])
+    for lengths in (None, torch.tensor([9, 4, 2, 7])):
+        m.zero_grad(set_to_none=True)
+        out = m(x, lengths)
+        loss = out["embeddings"].pow(2).mean() + part_cross_entropy(out["logits"], labels)[0]
+        loss.backward()
+        for name, p in m.named_parameters():
+            assert p.grad is not None, name
+            assert torch.isfinite(p.grad).all(), name
+            assert p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("kw", [{}, {"local": "mask", "mask": "strip_vertical"}])
+def test_tiny_model_trains(kw):
+    torch.manual_seed(0)
+    m = GaitGL(stem=(4,), stages=((8,), (8,), (8,)), parts=2, bins=(8,), input_pool=2, num_classes=3, **kw)
+    g = torch.Generator().manual_seed(0)
+    # three "subjects", each a distinct moving blob plus noise
+    base = torch.zeros(3, 9, 64, 44)
+    for c in range(3):
+        for t in range(9):
+            base[c, t, 8 + 12 * c: 24 + 12 * c, 4 + 3 * t: 16 + 3 * t] = 1.0
+    labels = torch.arange(3).repeat_interleave(4)
+    x = (base[labels] + 0.2 * torch.rand(12, 9, 64, 44, generator=g)).clamp(0, 1)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    losses = []
+    m.train()
+    for _ in range(15):
+        out = m(x)
+        loss = triplet_loss(out["embeddings"], labels)[0] + part_cross_entropy(out["logits"], labels)[0]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3, losses
+
+
+def test_golden_embeddings():
+    """Fixed seed + input -> fixed outputs (guards against silent changes of the computation)."""
+    m = make("quick", seed=0).eval()
+    x = sils(2, 7, seed=5)
+    lengths = torch.tensor([7, 4])
+    with torch.no_grad():
+        e = m(x, lengths)["embeddings"]
+    got = torch.stack([e[0, 0, 0], e[0, 5, 3], e[0, 31, 15], e[1, 0, 0], e[1, 17, 8], e[1, 31, 15],
+                       e.abs().sum()])
+    expected = torch.tensor(GOLDEN)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-4)
+
+
+# seven values: six entries and the sum of |embeddings|
+GOLDEN = [-0.01352084, -0.02541536, -0.00596166, 0.002398456, -0.003642244, 0.004883697, 13.43437]
+
+
+def test_opengait_checkpoint_imports_one_to_one(tmp_path):
+    from gaitbench.checkpoint_import import import_opengait
+
+    src = make("casiab", seed=5, num_classes=20)
+    ckpt = tmp_path / "GaitGL-80000.pt"
+    torch.save({"model": src.state_dict(), "iteration": 80000}, ckpt)  # OpenGait's checkpoint layout
+    info = import_opengait(ckpt, METHOD, "casiab", tmp_path / "gaitgl.pt")
+    assert info["keys"] == 16 and info["model_kwargs"] == {"num_classes": 20}  # class count inferred
+    loaded = gaitbench.load_model(tmp_path / "gaitgl.pt")
+    for (k, a), (k2, b) in zip(loaded.state_dict().items(), src.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+def test_recipes_load_and_build():
+    names = METHOD.recipe_names()
+    assert {"casiab", "oumvlp", "tpami", "quick", "hid2020"} <= set(names)
+    for name in names:
+        r = load_recipe(METHOD.recipe_path(name))
+        assert r.variant in VARIANTS
+    casiab = load_recipe(METHOD.recipe_path("casiab"))
+    assert (casiab.optimizer.lr, casiab.optimizer.weight_decay) == (1e-4, 5e-4)
+    assert (casiab.sampler.P, casiab.sampler.K, casiab.sampler.frames, casiab.sampler.order) == (8, 8, 30, "ordered")
+    assert casiab.train.iterations == 80000 and casiab.schedule.milestones == [70000]
+    assert casiab.loss.cross_entropy.weight == 1.0 and casiab.loss.cross_entropy.label_smoothing == 0.0
+    oumvlp = load_recipe(METHOD.recipe_path("oumvlp"))
+    assert oumvlp.variant == "oumvlp" and oumvlp.schedule.milestones == [150000, 200000]
+    assert oumvlp.loss.cross_entropy.label_smoothing == 0.1 and (oumvlp.sampler.P, oumvlp.sampler.K) == (32, 8)
+    quick = load_recipe(METHOD.recipe_path("quick"))
+    assert quick.train.checkpoint_every == 200 and quick.train.keep_checkpoints == 2
+    tpami = load_recipe(METHOD.recipe_path("tpami"))
+    assert tpami.model["local"] == "mask" and tpami.model["mask"] == "strip_vertical"
+    m = METHOD.create(tpami.variant, **tpami.model, num_classes=7)
+    assert isinstance(m.GLConvB2, GLConv) and m.GLConvB2.local == "mask" and m.GLConvB2.drop_ratio == 0.3

@@ -1,0 +1,1 @@
+"""gaitmask plugin tests."""

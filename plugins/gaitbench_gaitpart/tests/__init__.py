@@ -1,0 +1,1 @@
+"""gaitpart plugin tests."""
