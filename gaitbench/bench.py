@@ -66,8 +66,9 @@ def measure(method, *, variant: str | None = None, recipe=None, device: str = "c
     frames = frames or (recipe.sampler.frames if recipe else 30)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     model = method.create(variant).to(dev)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    if channels_last:  # 3-D CNNs need the 5-D layout
+        is_3d = any(isinstance(m, torch.nn.Conv3d) for m in model.modules())
+        model = model.to(memory_format=torch.channels_last_3d if is_3d else torch.channels_last)
     runner = torch.compile(model) if compile else model
     params = sum(p.numel() for p in model.parameters())
     gen = torch.Generator().manual_seed(0)

@@ -28,6 +28,13 @@ def test_bench_cli_writes_a_complete_record(tmp_path):
     assert r["amp"] == "none" and r["compile"] is False and r["torch"]
 
 
+def test_channels_last_for_2d_and_3d_models():
+    for method in ("gaitset", "gaitgl"):
+        r = measure(get_plugins().method(method), variant="quick", channels_last=True, train_batch=(2, 2), frames=6,
+                    test_frames=6, infer_batch=2, steps=1, warmup=1)
+        assert r["channels_last"] is True and r["train"]["seq_per_s"] > 0
+
+
 def test_flops_scale_with_frames():
     import torch
 
