@@ -142,20 +142,22 @@ def train(resume_dir, **options):
 def embed(method, checkpoint, protocol, data_root, partition, out, device, quiet):
     """Embed the test set of PROTOCOL with a trained checkpoint."""
     from . import load_model
-    from .data.store import open_store
-    from .data.synthetic import SynthSpec, ensure_synthetic
     from .protocols import resolve_protocol
+    from .run import RunSettings, load_store
     from .run import embed as embed_rows, save_embeddings, select_rows
     from .training.checkpoint import read_checkpoint
+    from .training.distributed import SINGLE
 
     plugins = _plugins()
     plugins.method(method)
     proto = resolve_protocol(protocol, plugins)
     if partition:
         proto = proto.with_partition(partition)
-    if read_checkpoint(checkpoint)["method"] != method:
-        raise GaitbenchError(f"{checkpoint} holds method {read_checkpoint(checkpoint)['method']!r}, not {method!r}")
-    store = open_store(data_root) if data_root else ensure_synthetic(SynthSpec(layout=proto.dataset), progress=not quiet)
+    held = read_checkpoint(checkpoint)["method"]
+    if held != method:
+        raise GaitbenchError(f"{checkpoint} holds method {held!r}, not {method!r}")
+    settings = RunSettings(method=method, protocol=protocol, data_root=data_root, progress=not quiet)
+    store = load_store(settings, proto, SINGLE, click.echo)
     _, test_rows = select_rows(store, proto)
     model = load_model(checkpoint).to(device)
     emb = embed_rows(model, store, test_rows, device=device, progress=not quiet)

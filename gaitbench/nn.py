@@ -131,3 +131,31 @@ def init_parameters(module: nn.Module) -> nn.Module:
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
     return module
+
+
+def prepare_silhouettes(sils: torch.Tensor, in_channels: int = 1, input_pool: int = 1,
+                        name: str = "model") -> torch.Tensor:
+    """Model input as float ``[n, s, c, h, w]``: accepts ``[n, s, h, w]`` (c = 1) or
+    ``[n, s, c, h, w]``; average-pools every frame by ``input_pool`` (reduced CPU variants)."""
+    if sils.dim() == 4:
+        sils = sils.unsqueeze(2)
+    if sils.dim() != 5 or sils.shape[2] != in_channels:
+        raise ValueError(f"{name} expects sils [n, s, h, w] (or [n, s, {in_channels}, h, w]), "
+                         f"got {tuple(sils.shape)}")
+    x = sils.float()
+    if input_pool > 1:
+        n, s = x.shape[:2]
+        x = F.avg_pool2d(x.flatten(0, 1), input_pool)
+        x = x.reshape(n, s, *x.shape[1:])
+    return x
+
+
+def check_lengths(lengths, n: int, s: int, device) -> torch.Tensor | None:
+    """``lengths`` of a zero-padded batch as int64 ``[n]`` on ``device``, each in ``[1, s]``
+    (``None`` stays ``None``); a ``ValueError`` otherwise."""
+    if lengths is None:
+        return None
+    lengths = torch.as_tensor(lengths, device=device).long().reshape(n)
+    if bool((lengths < 1).any()) or bool((lengths > s).any()):
+        raise ValueError("lengths must lie in [1, s_max]")
+    return lengths

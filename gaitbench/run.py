@@ -102,7 +102,7 @@ def save_embeddings(path: str | Path, embeddings: np.ndarray, index, rows, **met
     return path
 
 
-def _load_store(settings: RunSettings, protocol, dist, echo):
+def load_store(settings: RunSettings, protocol, dist, echo):
     from .data.store import open_store
     from .data.synthetic import LAYOUTS, SynthSpec, ensure_synthetic
 
@@ -181,7 +181,7 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
 
     # -- data
     t = time.perf_counter()
-    store = _load_store(settings, protocol, dist, say)
+    store = load_store(settings, protocol, dist, say)
     train_rows, test_rows = select_rows(store, protocol)
     timings["data_s"] = round(time.perf_counter() - t, 3)
 

@@ -4,7 +4,6 @@ resume after a real signal, refused checkpoints, guards, and 2-process DDP equiv
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

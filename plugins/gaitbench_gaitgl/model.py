@@ -65,7 +65,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from gaitbench.nn import SeparateFCs, init_parameters, temporal_max
+from gaitbench.nn import SeparateFCs, check_lengths, init_parameters, prepare_silhouettes, temporal_max
 
 __all__ = ["BasicConv3d", "GLConv", "GeMHPP", "GaitGL", "complementary_masks", "MASK_TYPES"]
 
@@ -300,14 +300,7 @@ class GaitGL(nn.Module):
     # -- helpers -------------------------------------------------------------------------------
     def _prepare(self, sils: torch.Tensor) -> torch.Tensor:
         """-> float ``[n, s, h, w]`` (input-pooled); accepts ``[n, s, h, w]`` or ``[n, s, 1, h, w]``."""
-        if sils.dim() == 5 and sils.shape[2] == 1:
-            sils = sils[:, :, 0]
-        if sils.dim() != 4:
-            raise ValueError(f"{type(self).__name__} expects sils [n, s, h, w], got {tuple(sils.shape)}")
-        x = sils.float()
-        if self.input_pool > 1:
-            x = F.avg_pool2d(x, self.input_pool)  # pools the last two dims; frames act as channels
-        return x
+        return prepare_silhouettes(sils, 1, self.input_pool, type(self).__name__)[:, :, 0]
 
     @staticmethod
     def _time_mask(lengths: Optional[torch.Tensor], t: int, x: torch.Tensor) -> Optional[torch.Tensor]:
@@ -330,10 +323,8 @@ class GaitGL(nn.Module):
         """Apply the short-sequence repetition; return ``[n, 1, T, h, w]`` and the valid lengths
         (``None`` when every sample uses all ``T`` frames)."""
         n, s = x.shape[:2]
+        lengths = check_lengths(lengths, n, s, x.device)
         if lengths is not None:
-            lengths = torch.as_tensor(lengths, device=x.device).long().reshape(n)
-            if bool((lengths < 1).any()) or bool((lengths > s).any()):
-                raise ValueError("lengths must lie in [1, s_max]")
             if bool((lengths == lengths[0]).all()):
                 x, lengths = x[:, : int(lengths[0])], None
                 s = x.shape[1]

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from gaitbench.nn import BasicConv2d, FrameWise, SeparateFCs, horizontal_pyramid_pool, init_parameters, temporal_max
+from gaitbench.nn import (BasicConv2d, FrameWise, SeparateFCs, check_lengths, horizontal_pyramid_pool, init_parameters,
+                          prepare_silhouettes, temporal_max)
 
 __all__ = ["GaitPart", "FocalConv2d", "BasicConv1d", "PartFeatureExtractor", "HorizontalPooling",
            "MicroMotionCapture", "PackedSequenceAggregator"]
@@ -255,28 +256,12 @@ class GaitPart(nn.Module):
         self.TFA = PackedSequenceAggregator(MicroMotionCapture(c_out, squeeze, self.parts))
         init_parameters(self)
 
-    def _prepare(self, sils: torch.Tensor) -> torch.Tensor:
-        """-> float [n, s, c, h, w]; accepts [n, s, h, w] (c = 1) or [n, s, c, h, w]."""
-        if sils.dim() == 4:
-            sils = sils.unsqueeze(2)
-        if sils.dim() != 5 or sils.shape[2] != self.in_channels:
-            raise ValueError(f"GaitPart expects sils [n, s, h, w] (or [n, s, {self.in_channels}, h, w]), "
-                             f"got {tuple(sils.shape)}")
-        x = sils.float()
-        if self.input_pool > 1:
-            n, s = x.shape[:2]
-            x = F.avg_pool2d(x.flatten(0, 1), self.input_pool)
-            x = x.reshape(n, s, *x.shape[1:])
-        return x
-
     def forward(self, sils: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-        x = self._prepare(sils)
+        x = prepare_silhouettes(sils, self.in_channels, self.input_pool, "GaitPart")
         n, s = x.shape[:2]
         valid = None
+        lengths = check_lengths(lengths, n, s, x.device)
         if lengths is not None:
-            lengths = torch.as_tensor(lengths, device=x.device).long().reshape(n)
-            if bool((lengths < 1).any()) or bool((lengths > s).any()):
-                raise ValueError("lengths must lie in [1, s_max]")
             if bool((lengths == s).all()):
                 lengths = None
             else:
