@@ -269,3 +269,100 @@ def test_render_speed():
         render(2, "cl", view, sequence=2, frames=30)
     per_frame = (time.perf_counter() - start) / 90
     assert per_frame < 0.010
+
+
+# ---------------------------------------------------------------------------------------------
+# cameras beyond CASIA-B's studio, occlusion, 128-high frames (the GREW and Gait3D layouts)
+# ---------------------------------------------------------------------------------------------
+
+def assert_normalised(x: np.ndarray, height: int = FRAME_HEIGHT) -> None:
+    """Every frame spans all rows (touches the top and bottom row) and is centred on its median
+    column of mass."""
+    assert x.dtype == np.uint8 and x.shape[1:] == (height, walker.frame_width(height))
+    assert (x[:, 0].max(axis=1) >= 200).all() and (x[:, -1].max(axis=1) >= 200).all()
+    for frame in x:
+        assert abs(median_column(frame) - x.shape[2] // 2) <= 1
+
+
+def test_explicit_defaults_give_the_default_bytes():
+    """The CASIA-B datasets already generated stay valid: the new options at their defaults change
+    nothing."""
+    for condition, view in (("nm", 90.0), ("bg", 18.0), ("cl", 144.0)):
+        a = render(4, condition, view, sequence=2, frames=9, frame_step=2.5)
+        b = render_sequence(4, condition, view, seed=0, sequence=2, frames=9, frame_step=2.5,
+                            elevation_deg=walker.CAMERA_ELEVATION_DEG, height=64, occlusion=None)
+        assert a.tobytes() == b.tobytes()
+
+
+def test_frame_width():
+    assert walker.frame_width(64) == 44 and walker.frame_width(128) == 88
+    for bad in (0, 32, 100, 64.5):
+        with pytest.raises(ValueError, match="multiple of 64"):
+            walker.frame_width(bad)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        render_sequence(1, "nm", 90.0, seed=0, sequence=1, frames=2, height=96)
+
+
+def test_any_azimuth():
+    """Azimuths are angles: a full turn changes nothing, and 270 (the walker's right side) is
+    another view than 90 -- close to its mirror image, not a copy (the walker is asymmetric)."""
+    for view in (0.0, 90.0, 233.5):
+        assert np.abs(render(2, "nm", view + 360.0, frames=8).astype(int) - render(2, "nm", view, frames=8)).max() <= 1
+    side = render(2, "nm", 90.0, frames=10).astype(float)
+    other = render(2, "nm", 270.0, frames=10).astype(float)
+    assert_normalised(render(2, "nm", 270.0, frames=10))
+    assert np.abs(other - side).mean() > 10.0
+    assert np.abs(other[:, :, ::-1] - side).mean() < np.abs(render(2, "nm", 0.0, frames=10) - side).mean()
+
+
+@pytest.mark.parametrize("elevation", [0.0, 20.0, 45.0])
+def test_elevation(elevation):
+    x = render_sequence(3, "nm", 126.0, seed=0, sequence=1, frames=8, frame_step=2.5, elevation_deg=elevation)
+    assert_normalised(x)
+    low = render(3, "nm", 126.0, frames=8, frame_step=2.5)  # the default, 5 degrees
+    assert np.abs(x.astype(int) - low).mean() > (1.0 if elevation == 0.0 else 5.0)
+    with pytest.raises(ValueError, match="elevation"):
+        render_sequence(3, "nm", 0.0, seed=0, sequence=1, frames=2, elevation_deg=90.0)
+
+
+def test_128_high_frames_are_the_64_high_frames_at_twice_the_resolution():
+    small = render(2, "bg", 72.0, frames=10, frame_step=2.5)
+    big = render_sequence(2, "bg", 72.0, seed=0, sequence=1, frames=10, frame_step=2.5, height=128)
+    assert big.shape == (10, 128, 88)
+    assert_normalised(big, 128)
+    pooled = big.astype(float).reshape(10, 64, 2, 44, 2).mean(axis=(2, 4))
+    assert np.abs(pooled - small).mean() < 8.0  # edges move by at most a pixel
+
+
+def test_lower_body_occlusion_is_removed_before_normalisation():
+    """What stays visible is scaled to the full frame height: the head gets bigger."""
+    def head_width(x):
+        top = x[:, :6] >= 128
+        return np.mean([np.ptp(np.flatnonzero(f.any(0))) + 1 for f in top])
+
+    plain = render(2, "nm", 90.0, frames=10, frame_step=2.5)
+    hidden = render_sequence(2, "nm", 90.0, seed=0, sequence=1, frames=10, frame_step=2.5,
+                             occlusion=walker.Occlusion("lower", level=0.4))
+    assert_normalised(hidden)
+    assert head_width(hidden) > 1.4 * head_width(plain)
+
+
+def test_box_occlusion_cuts_a_hole():
+    plain = render(2, "nm", 90.0, frames=10, frame_step=2.5).astype(float)
+    box = walker.Occlusion("box", top=0.3, bottom=0.6, left=-0.15, right=0.15)
+    holed = render_sequence(2, "nm", 90.0, seed=0, sequence=1, frames=10, frame_step=2.5, occlusion=box)
+    assert_normalised(holed)
+    rows_plain, rows_holed = plain.sum(2), holed.astype(float).sum(2)
+    r0, r1 = round(0.3 * 64), round(0.6 * 64)
+    assert rows_holed[:, r0:r1].sum() < 0.2 * rows_plain[:, r0:r1].sum()
+    # the rest of the body is still there (re-centring may push a little out of the frame)
+    assert rows_holed[:, :r0].sum() > 0.95 * rows_plain[:, :r0].sum()
+    assert rows_holed[:, r1:].sum() > 0.95 * rows_plain[:, r1:].sum()
+
+
+@pytest.mark.parametrize("kwargs", [dict(kind="side"), dict(kind="lower", level=0.0), dict(kind="lower", level=0.9),
+                                    dict(kind="box", top=0.0, bottom=0.5, left=0.0, right=0.1),
+                                    dict(kind="box", top=0.3, bottom=0.5, left=0.1, right=0.1)])
+def test_bad_occlusions_are_rejected(kwargs):
+    with pytest.raises(ValueError):
+        walker.Occlusion(**kwargs)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -30,6 +30,8 @@ def clip_positions(length: int, frames: int, order: str, skip: int, rng: np.rand
         if length < window:
             positions = np.tile(positions, -(-window // length))
         start = int(rng.integers(0, len(positions) - window + 1))
+        if skip == 0:  # the whole window, in order
+            return positions[start:start + window]
         kept = np.sort(rng.choice(window, size=frames, replace=False))
         return positions[start:start + window][kept]
     raise ValueError(f"unknown clip order {order!r}; expected 'unordered' or 'ordered'")
@@ -44,60 +46,194 @@ def to_float(frames: np.ndarray) -> np.ndarray:
 class TrainBatch:
     sils: np.ndarray  # uint8 [B, frames, H, W], side cut applied; the trainer scales to [0, 1] on the device
     labels: np.ndarray  # int64 [B], class indices of the training subjects
-    indices: np.ndarray  # rows of the store
+    indices: np.ndarray  # rows of the store (after any substitution of an unreadable sequence)
+    skipped: dict = field(default_factory=dict)  # {row: reason} sequences replaced while loading this batch
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """One clip of a batch, decided before any frame is read: the row, its class, the rows of the
+    same subject to fall back on, and the seed its frame positions are drawn from (the positions
+    depend on the sequence length, known only once it is read for a pkl tree)."""
+
+    row: int
+    label: int
+    seed: int
+    pool: tuple
+
+
+class ClipLoader:
+    """Reads the clips of a plan. Pure given the plan and the data, so the same plan gives the same
+    batch in the main process and in any worker. A sequence that cannot be read (or is shorter than
+    ``min_frames``) is replaced by the next readable one of the same subject, and reported."""
+
+    def __init__(self, store: Store, frames: int, order: str, skip: int, min_frames: int, strict: bool):
+        self.store, self.frames, self.order, self.skip = store, frames, order, skip
+        self.min_frames, self.strict = min_frames, strict
+        self._lengths = store.index["length"].to_numpy()
+
+    def _clip(self, row: int, seed: int) -> np.ndarray:
+        length = int(self._lengths[row])
+        seq = None
+        if length < 0:  # unknown until read (pkl tree)
+            seq = self.store.frames(row)
+            length = len(seq)
+        if length < self.min_frames:
+            raise _Short(f"{length} frames, fewer than the {self.min_frames} training needs")
+        # a bare PCG64 seeded with the clip's seed: a third of the cost of default_rng's seed hashing
+        pos = clip_positions(length, self.frames, self.order, self.skip, np.random.Generator(np.random.PCG64(seed)))
+        return seq[pos] if seq is not None else self.store.clip(row, pos)
+
+    def load(self, plan: list[ClipPlan]) -> TrainBatch:
+        clips, rows, skipped = [], [], {}
+        for item in plan:
+            start = item.pool.index(item.row)
+            for k in range(len(item.pool)):
+                row = item.pool[(start + k) % len(item.pool)]
+                try:
+                    clips.append(self._clip(row, item.seed))
+                    rows.append(row)
+                    break
+                except (DataError, _Short) as exc:
+                    if self.strict and isinstance(exc, DataError):
+                        raise
+                    skipped[row] = str(exc)
+            else:
+                raise DataError(f"no readable training sequence of subject "
+                                f"{self.store.index['subject'].iloc[item.row]!r}: " + "; ".join(
+                                    f"{self.store.describe_row(r)}: {skipped[r]}" for r in item.pool if r in skipped))
+        return TrainBatch(cut_sides(np.stack(clips)), np.asarray([p.label for p in plan], np.int64),
+                          np.asarray(rows), skipped)
+
+
+class _Short(Exception):
+    pass
+
+
+_WORKER: ClipLoader | None = None
+
+
+def _worker_init(root: str, args: tuple) -> None:
+    global _WORKER
+    from .store import open_store
+
+    _WORKER = ClipLoader(open_store(root), *args)
+
+
+def _worker_load(plan):
+    return _WORKER.load(plan)
 
 
 class TripletSampler:
     """Infinite P x K batches over ``rows`` of ``store``: P subjects without replacement (with
     replacement only if fewer than P exist), K sequences each (likewise).
 
-    ``next_batch(rank, world_size)`` draws the whole global batch (so every rank's random stream
-    stays identical) and loads only this rank's shard: every ``world_size``-th clip.
+    ``next_batch(rank, world_size)`` draws the plan of the whole global batch in this process (so
+    every rank's random stream stays identical) and loads only this rank's shard: every
+    ``world_size``-th clip. With ``workers > 0`` the loading runs ahead in worker processes
+    (``prefetch`` batches); plans are drawn in this process and loading is a pure function of the
+    plan, so any number of workers gives exactly the batches of ``workers=0``.
+
+    Sequences shorter than ``min_frames`` (when their length is known) are left out up front and
+    counted in ``left_out``; unreadable ones are replaced while loading and collected in
+    ``skipped`` (``strict`` makes them errors instead).
     """
 
     def __init__(self, store: Store, rows: np.ndarray, P: int, K: int, frames: int, order: str = "unordered",
-                 skip: int = 0, seed: int = 0):
+                 skip: int = 0, seed: int = 0, *, min_frames: int = 1, workers: int = 0, prefetch: int = 2,
+                 strict: bool = False):
         self.store, self.P, self.K = store, P, K
         self.frames, self.order, self.skip = frames, order, skip
         self.rng = np.random.default_rng(seed)
+        rows = np.asarray(rows)
+        lengths = store.index["length"].to_numpy()[rows]
+        short = (lengths >= 0) & (lengths < min_frames)
+        self.left_out = {int(r): f"{int(n)} frames, fewer than {min_frames}" for r, n in zip(rows[short], lengths[short])}
+        rows = rows[~short]
         subjects = store.index["subject"].to_numpy()[rows]
         self.classes = sorted(set(subjects))
         if not self.classes:
-            raise DataError("the training split has no sequences")
+            raise DataError("the training split has no sequences" + (
+                f" of at least {min_frames} frames ({len(self.left_out)} shorter ones left out)" if self.left_out else ""))
         self.class_index = {s: i for i, s in enumerate(self.classes)}
         self.by_class = [rows[subjects == s] for s in self.classes]
-        self._lengths = store.index["length"].to_numpy()
+        self._pools = [tuple(int(r) for r in pool) for pool in self.by_class]
+        self.skipped: dict[int, str] = {}
+        self.loader = ClipLoader(store, frames, order, skip, min_frames, strict)
+        self.workers, self.prefetch = int(workers), max(1, int(prefetch))
+        self._pool = None
+        self._pending: list = []  # (future, rng state after its plan)
+        self._consumed_state = self._rng_state()
 
     def __iter__(self) -> Iterator[TrainBatch]:
         while True:
             yield self.next_batch()
 
+    def _rng_state(self) -> dict:
+        return dict(self.rng.bit_generator.state)
+
     def state_dict(self) -> dict:
-        """The random stream's position (plain Python data, safe for weights-only checkpoints)."""
-        return {"bit_generator": dict(self.rng.bit_generator.state)}
+        """The random stream's position after the last batch handed out (plain Python data, safe
+        for weights-only checkpoints); batches prefetched beyond it are drawn again on resume."""
+        return {"bit_generator": self._consumed_state}
 
     def load_state_dict(self, state: dict) -> None:
+        self.close()
         self.rng.bit_generator.state = state["bit_generator"]
+        self._consumed_state = self._rng_state()
 
-    def next_batch(self, rank: int = 0, world_size: int = 1) -> TrainBatch:
+    def plan(self, rank: int = 0, world_size: int = 1) -> list[ClipPlan]:
+        """The next global batch's clips (advances the random stream), this rank's shard."""
         rng = self.rng
         n = len(self.classes)
         chosen = rng.choice(n, size=self.P, replace=n < self.P)
-        plan = []  # (row, label, positions) for the whole global batch
+        plan = []
         for c in chosen:
             pool = self.by_class[c]
             for row in rng.choice(pool, size=self.K, replace=len(pool) < self.K):
-                row = int(row)
-                length = int(self._lengths[row])
-                seq = None
-                if length < 0:  # unknown until loaded (pkl tree)
-                    seq = self.store.frames(row)
-                    length = len(seq)
-                plan.append((row, int(c), clip_positions(length, self.frames, self.order, self.skip, rng), seq))
-        plan = plan[rank::world_size]
-        clips = [seq[pos] if seq is not None else self.store.clip(row, pos) for row, _, pos, seq in plan]
-        return TrainBatch(cut_sides(np.stack(clips)), np.asarray([p[1] for p in plan], np.int64),
-                          np.asarray([p[0] for p in plan]))
+                plan.append(ClipPlan(int(row), int(c), int(rng.integers(2**63)), self._pools[c]))
+        return plan[rank::world_size]
+
+    def next_batch(self, rank: int = 0, world_size: int = 1) -> TrainBatch:
+        if self.workers <= 0:
+            batch = self.loader.load(self.plan(rank, world_size))
+            self._consumed_state = self._rng_state()
+        else:
+            if self._pool is None:
+                self._start_pool()
+            while len(self._pending) < self.prefetch + 1:
+                plan = self.plan(rank, world_size)
+                self._pending.append((self._pool.submit(_worker_load, plan), self._rng_state()))
+            future, state = self._pending.pop(0)
+            batch = future.result()
+            self._consumed_state = state
+        self.skipped.update(batch.skipped)
+        return batch
+
+    def _start_pool(self) -> None:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        args = (self.frames, self.order, self.skip, self.loader.min_frames, self.loader.strict)
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                         initializer=_worker_init, initargs=(str(self.store.root), args))
+
+    def close(self) -> None:
+        """Stop the workers; batches prefetched but not handed out are dropped."""
+        for future, _ in self._pending:
+            future.cancel()
+        self._pending = []
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if self._consumed_state is not None:
+            self.rng.bit_generator.state = self._consumed_state
+
+    def problems(self) -> dict:
+        """What was left out of training and why (for the run's summary and result.json)."""
+        return {"short_left_out": len(self.left_out), "unreadable_or_short_replaced": len(self.skipped),
+                "examples": [f"{self.store.describe_row(r)}: {why}" for r, why in
+                             list(self.left_out.items())[:3] + list(self.skipped.items())[:5]]}
 
 
 def shard_order(batch_size: int, world_size: int) -> np.ndarray:
@@ -106,12 +242,16 @@ def shard_order(batch_size: int, world_size: int) -> np.ndarray:
 
 
 def sequence_batches(store: Store, rows: np.ndarray, max_frames_per_batch: int = 4096,
-                     max_sequences: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                     max_sequences: int = 64, skipped: dict | None = None
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Whole test sequences in padded batches: yields ``(rows, sils [B, T_max, H, W], lengths [B])``.
 
     When the store knows the lengths, sequences are grouped by length so padding stays small. The
     batch size is bounded by a frame budget, not tied to any device count. Every row is yielded
     exactly once, and only one batch of frames is held in memory.
+
+    ``skipped``: when a dict is given, a sequence that cannot be read is recorded there
+    (``{row: reason}``) and left out instead of raising.
     """
     rows = np.asarray(rows)
     lengths = store.index["length"].to_numpy()[rows]
@@ -120,7 +260,13 @@ def sequence_batches(store: Store, rows: np.ndarray, max_frames_per_batch: int =
     seqs: list[np.ndarray] = []
     t_max = 0
     for i in order:
-        seq = to_float(store.frames(int(rows[i])))
+        try:
+            seq = to_float(store.frames(int(rows[i])))
+        except DataError as exc:
+            if skipped is None:
+                raise
+            skipped[int(rows[i])] = str(exc)
+            continue
         t = len(seq)
         if seqs and (max(t_max, t) * (len(seqs) + 1) > max_frames_per_batch or len(seqs) >= max_sequences):
             yield _pack(batch_rows, seqs)

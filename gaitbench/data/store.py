@@ -1,12 +1,14 @@
 """Sequence stores: an index table of sequences plus access to their frames.
 
-Two stores today:
+Three stores:
 - ``PackedStore``: one memory-mapped uint8 frame array (``frames.npy``) plus ``index.csv`` and
   ``meta.json``. Reading a clip touches only its frames. The synthetic generator writes it.
 - ``PklTreeStore``: OpenGait's ``root/<id>/<type>/<view>/*.pkl`` tree, each pkl a uint8
   ``[T, H, W]`` array, loaded with the restricted unpickler.
 
-``open_store(path)`` recognises either and says what it expected when it finds neither.
+- ``PngTreeStore`` (in :mod:`gaitbench.data.pretreat`): pretreated PNG frames in the same tree.
+
+``open_store(path)`` recognises each and says what it expected when it finds neither.
 """
 
 from __future__ import annotations
@@ -45,6 +47,15 @@ class Store:
     def clip(self, i: int, positions: np.ndarray) -> np.ndarray:
         """Frames ``positions`` of sequence ``i``."""
         return self.frames(i)[positions]
+
+    def describe_row(self, i: int) -> str:
+        """``subject/type/view`` of sequence ``i`` (and its file, where it has one), for messages."""
+        row = self.index.iloc[int(i)]
+        where = self.path_of(int(i))
+        return f"{row['subject']}/{row['type']}/{row['view']}" + (f" ({where})" if where else "")
+
+    def path_of(self, i: int) -> str:
+        return ""
 
     @property
     def synthetic(self) -> bool:
@@ -107,15 +118,17 @@ class PackedStore(Store):
         if end > len(self._frames):
             raise DataError(f"{self.root}: index refers to frame {end} but frames.npy has {len(self._frames)} "
                             "(truncated file?)")
+        # a plain ndarray view of the map: indexing it skips np.memmap's per-call subclass overhead
+        self._view = self._frames.view(np.ndarray)
         self._offsets = self.index["offset"].to_numpy(np.int64)
         self._lengths = self.index["length"].to_numpy(np.int64)
 
     def frames(self, i: int) -> np.ndarray:
         o, n = self._offsets[i], self._lengths[i]
-        return np.asarray(self._frames[o:o + n])
+        return self._view[o:o + n]
 
     def clip(self, i: int, positions: np.ndarray) -> np.ndarray:
-        return np.asarray(self._frames[self._offsets[i] + np.asarray(positions)])
+        return self._view.take(self._offsets[i] + np.asarray(positions), axis=0)
 
 
 class PklTreeStore(Store):
@@ -137,6 +150,9 @@ class PklTreeStore(Store):
         self.meta = {"format": "opengait-pkl", "dataset": dataset, "synthetic": False,
                      "fingerprint": digest.hexdigest()[:16]}
 
+    def path_of(self, i: int) -> str:
+        return str(self._files[i])
+
     def frames(self, i: int) -> np.ndarray:
         arr = load_array_pickle(self._files[i])
         if arr.ndim != 3 or arr.shape[0] < 1:
@@ -155,12 +171,17 @@ def open_store(root: str | Path) -> Store:
         raise DataError(f"data root {root} is not a directory")
     if (root / "meta.json").is_file():
         store: Store = PackedStore(root)
+    elif next(root.glob("*/*/*/*.pkl"), None) is None and next(root.glob("*/*/*/*.png"), None) is not None:
+        from .pretreat import PngTreeStore
+
+        store = PngTreeStore(root)
     else:
         store = PklTreeStore(root)
     if len(store) == 0:
         raise DataError(
-            f"no sequences found under {root}: expected an OpenGait tree <id>/<type>/<view>/*.pkl "
-            "or a gaitbench packed store (meta.json, index.csv, frames.npy)"
+            f"no sequences found under {root}: expected an OpenGait tree <id>/<type>/<view>/*.pkl, a pretreated "
+            "PNG tree <id>/<type>/<view>/*.png or a gaitbench packed store (meta.json, index.csv, frames.npy); "
+            "raw silhouettes are prepared with `gaitbench data pretreat`"
         )
     return store
 

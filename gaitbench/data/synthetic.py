@@ -1,64 +1,108 @@
 """The built-in synthetic gait datasets: real layouts, procedurally rendered walkers.
 
-Real CASIA-B is licensed; gaitbench renders a dataset of the same layout instead (see ``walker.py``
-for the body model). Datasets are generated on demand from a seed into a cache directory and reused
-when present; the same parameters always give the same bytes. Every store written here is marked
-``synthetic`` in its metadata, and so is every result computed from it.
+Real CASIA-B, OU-MVLP, GREW and Gait3D are licensed; gaitbench renders datasets of the same layouts
+instead (see ``walker.py`` for the body model), labelled the way OpenGait's pkl trees label them:
+
+- ``casiab``: ids ``001``..; types ``nm-01``..``nm-06``, ``bg-01``, ``bg-02``, ``cl-01``, ``cl-02``;
+  views ``000``, ``018``, .., ``180``.
+- ``oumvlp``: ids ``00001``..; types ``00`` and ``01`` (two walks); views ``000``..``090`` and
+  ``180``..``270`` in steps of 15. As in the real set, a few subjects lack one of the two walks at
+  some views (4 % of the (subject, view) pairs, at least one of them a missing gallery ``01``).
+- ``grew``: every sequence has its own walking direction and camera height. Training ids
+  ``00001train``.. with type ``00``; test ids ``00001``.. with types ``01`` (gallery) and ``02``
+  (local probe); the official-style probe set is subject ``probe``, type ``03``, one sequence per test
+  subject, whose identities are only in ``probe_truth.csv`` (``videoId,subject``); ``distractors``
+  adds gallery-only identities (type ``01``). The view of every GREW sequence is its sequence id.
+- ``gait3d``: ids ``0001``..; types ``camid<k>_videoid<j>``, views ``seq<i>``; each subject has 2-6
+  sequences from ceiling cameras at their own azimuth and elevation, lengths from a third to
+  five thirds of ``frames``, a fifth of them partly occluded. Its split is a partition file,
+  ``partition.json`` (TRAIN_SET, TEST_SET and PROBE_SET with one ``<id>-<type>-<view>`` probe per
+  test subject), also recorded in ``meta.json`` under ``partition``.
+
+Datasets are generated on demand from a seed into a cache directory and reused when present; the
+same parameters always give the same bytes. Every store written here is marked ``synthetic`` in its
+metadata, with the generator's name, versions and full spec (seed included), and so is every
+result computed from it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import multiprocessing as mp
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from ..errors import DataError, did_you_mean
 from .store import PackedStore, PackedWriter
+from .walker import CAMERA_ELEVATION_DEG, Occlusion, frame_width, random_stream
+
+PARTITION_FILE = "partition.json"
+PROBE_TRUTH_FILE = "probe_truth.csv"
+
+# the columns of a plan beyond the labels and length: what the walker is asked to render
+RENDER_COLUMNS = ["walker", "condition", "sequence", "azimuth", "elevation", "occlusion"]
+
+
+@dataclass
+class Plan:
+    """Everything ``generate`` writes, before any frame is rendered: one row per sequence in storage
+    order (``subject``, ``type``, ``view``, ``length`` and the ``RENDER_COLUMNS``), plus the side
+    files of layouts that have them."""
+
+    table: pd.DataFrame
+    partition: dict | None = None  # OpenGait partition (TRAIN_SET, TEST_SET, PROBE_SET)
+    probe_truth: pd.DataFrame | None = None  # videoId, subject of unlabelled probes
 
 
 @dataclass(frozen=True)
 class Layout:
-    """What a dataset looks like: its views, sequence types and default number of subjects."""
+    """What a dataset looks like: its default size, fixed views and types (empty where every
+    sequence has its own), and the function that lays out a dataset of a given spec."""
 
     name: str
     views: tuple[str, ...]
     types: tuple[str, ...]
-    subjects: int
+    subjects: int  # default number of identities
     id_width: int
+    plan: Callable[["SynthSpec"], Plan] = field(repr=False, compare=False)
+    frames: int = 12  # default mean frames per sequence
+    version: str = "1"  # bump whenever the layout's plan changes for an existing spec
 
     def condition(self, type_: str) -> tuple[str, int]:
-        """``'bg-02'`` -> ``('bg', 2)``: the walker's condition and the repeat number."""
+        """``'bg-02'`` -> ``('bg', 2)``: the walker's condition and the repeat number (CASIA-B)."""
         cond, _, number = type_.partition("-")
         return cond, int(number)
 
 
-LAYOUTS = {
-    "casiab": Layout(
-        name="casiab",
-        views=tuple(f"{v:03d}" for v in range(0, 181, 18)),
-        types=tuple([f"nm-{i:02d}" for i in range(1, 7)] + ["bg-01", "bg-02", "cl-01", "cl-02"]),
-        subjects=124,
-        id_width=3,
-    ),
-}
-
-
 @dataclass(frozen=True)
 class SynthSpec:
-    """Everything that determines the generated bytes."""
+    """Everything that determines the generated bytes. ``subjects`` and ``frames`` left as None
+    take the layout's defaults."""
 
     layout: str = "casiab"
-    subjects: int = 124
-    frames: int = 12  # mean frames per sequence; lengths vary by +-25 %
+    subjects: int | None = None  # identities (grew: train + test, without distractors)
+    frames: int | None = None  # mean frames per sequence; how lengths vary is the layout's
     frame_step: float = 2.5  # video frames (25 fps) per output frame: 12 x 2.5 = 30, about one gait cycle
     seed: int = 0
+    height: int = 64  # frame height: 64 (64x44 frames) or 128 (128x88)
+    distractors: int = 0  # grew: extra gallery-only identities
+
+    def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise DataError(did_you_mean(self.layout, LAYOUTS, "synthetic layout"))
+        layout = LAYOUTS[self.layout]
+        if self.subjects is None:
+            object.__setattr__(self, "subjects", layout.subjects)
+        if self.frames is None:
+            object.__setattr__(self, "frames", layout.frames)
 
     @classmethod
     def full(cls, layout: str = "casiab", seed: int = 0) -> "SynthSpec":
@@ -66,16 +110,26 @@ class SynthSpec:
         return cls(layout=layout, subjects=LAYOUTS[layout].subjects, frames=80, frame_step=1.0, seed=seed)
 
     def generator_info(self) -> dict:
+        """Generator name, walker and layout versions and the full spec: what ``meta.json`` and
+        every result made from the dataset record."""
         from .walker import WALKER_VERSION
 
-        return {"name": "gaitbench-walker", "version": WALKER_VERSION, **asdict(self)}
+        return {"name": "gaitbench-walker", "version": WALKER_VERSION,
+                "layout_version": LAYOUTS[self.layout].version, **asdict(self)}
 
     def fingerprint(self) -> str:
-        blob = json.dumps(self.generator_info(), sort_keys=True).encode()
+        # keys added after the first release count only when they differ from their original
+        # value, so adding one never changes an existing dataset's fingerprint or cache folder
+        info = {k: v for k, v in self.generator_info().items() if _FINGERPRINT_BASELINE.get(k, _UNSET) != v}
+        blob = json.dumps(info, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def dirname(self) -> str:
         return f"{self.layout}-n{self.subjects}-f{self.frames}-s{self.seed}-{self.fingerprint()}"
+
+
+_UNSET = object()
+_FINGERPRINT_BASELINE = {"layout_version": "1", "height": 64, "distractors": 0}
 
 
 def cache_dir() -> Path:
@@ -86,75 +140,277 @@ def cache_dir() -> Path:
     return Path(base) / "gaitbench"
 
 
-def sequence_table(spec: SynthSpec) -> pd.DataFrame:
-    """One row per sequence (subject, type, view, length) in storage order."""
-    layout = LAYOUTS[spec.layout]
+# ----------------------------------------------------------------------------------------------
+# layouts
+# ----------------------------------------------------------------------------------------------
+
+def _row(subject: str, type_: str, view: str, length: int, walker: int, condition: str, sequence: int,
+         azimuth: float, elevation: float = CAMERA_ELEVATION_DEG, occlusion: Occlusion | None = None) -> tuple:
+    return (subject, type_, view, int(length), int(walker), condition, int(sequence), float(azimuth),
+            float(elevation), occlusion)
+
+
+def _table(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["subject", "type", "view", "length", *RENDER_COLUMNS])
+
+
+def _length(rng: np.random.Generator, frames: int, low: float, high: float) -> int:
+    """A sequence length drawn uniformly from ``frames * [low, high]`` (at least one frame)."""
+    lo = max(1, round(frames * low))
+    hi = max(lo, round(frames * high))
+    return int(rng.integers(lo, hi + 1))
+
+
+def _condition(rng: np.random.Generator) -> str:
+    """In the wild: mostly plain walks, some with a bag, some in a coat."""
+    return str(rng.choice(["nm", "bg", "cl"], p=[0.7, 0.15, 0.15]))
+
+
+def _split(spec: SynthSpec, test_fraction: float) -> tuple[int, int]:
+    """(train, test) identity counts; at least one test identity."""
+    n_test = min(spec.subjects, max(1, round(spec.subjects * test_fraction)))
+    return spec.subjects - n_test, n_test
+
+
+def _plan_casiab(spec: SynthSpec) -> Plan:
+    layout = LAYOUTS["casiab"]
     rows = []
     for s in range(1, spec.subjects + 1):
         for t_i, type_ in enumerate(layout.types):
+            cond, number = layout.condition(type_)
             for v_i, view in enumerate(layout.views):
                 rng = np.random.default_rng([spec.seed, s, t_i, v_i, 0x5EC])
                 lo, hi = max(1, round(spec.frames * 0.75)), max(1, round(spec.frames * 1.25))
-                rows.append((str(s).zfill(layout.id_width), type_, view, int(rng.integers(lo, hi + 1))))
-    return pd.DataFrame(rows, columns=["subject", "type", "view", "length"])
+                length = int(rng.integers(lo, hi + 1))
+                rows.append(_row(str(s).zfill(layout.id_width), type_, view, length, s, cond, number, float(view)))
+    return Plan(_table(rows))
 
 
-def _render_subject(args) -> int:
-    root, spec_dict, subject, items = args
+OUMVLP_MISSING = 0.04  # fraction of (subject, view) pairs that lack one of their two walks
+
+
+def _oumvlp_missing(spec: SynthSpec) -> set[tuple[int, str, str]]:
+    """(subject, type, view) left out: ``OUMVLP_MISSING`` of the (subject, view) pairs, spread over a
+    few subjects; the first one lacks its gallery walk ``01`` (so a probe without gallery exists)."""
+    views = LAYOUTS["oumvlp"].views
+    rng = random_stream("oumvlp-missing", spec.seed, spec.subjects)
+    k = max(1, round(OUMVLP_MISSING * spec.subjects * len(views)))
+    n_subjects = min(spec.subjects, math.ceil(k / 3))  # about three views each
+    subjects = np.sort(rng.choice(np.arange(1, spec.subjects + 1), size=n_subjects, replace=False))
+    pairs = [(int(s), v) for s in subjects for v in views]
+    chosen = rng.choice(len(pairs), size=k, replace=False)
+    missing = set()
+    for j, c in enumerate(chosen):
+        type_ = "01" if j == 0 else str(rng.choice(["00", "01"]))
+        missing.add((pairs[c][0], type_, pairs[c][1]))
+    return missing
+
+
+def _plan_oumvlp(spec: SynthSpec) -> Plan:
+    layout = LAYOUTS["oumvlp"]
+    missing = _oumvlp_missing(spec)
+    rows = []
+    for s in range(1, spec.subjects + 1):
+        for number, type_ in enumerate(layout.types, start=1):
+            for view in layout.views:
+                if (s, type_, view) in missing:
+                    continue
+                rng = random_stream("oumvlp-length", spec.seed, s, number, int(view))
+                rows.append(_row(str(s).zfill(layout.id_width), type_, view, _length(rng, spec.frames, 0.75, 1.25),
+                                 s, "nm", number, float(view)))
+    return Plan(_table(rows))
+
+
+GREW_TRAIN_SEQUENCES = 4  # walks per training identity
+
+
+def _plan_grew(spec: SynthSpec) -> Plan:
+    n_train, n_test = _split(spec, 0.4)
+    ids = random_stream("grew-ids", spec.seed)
+    seen: set[str] = set()
+
+    def sequence_id() -> str:
+        # GREW names sequences with random ids; unique across the dataset, since all probes
+        # share one subject and type and differ only by it
+        while True:
+            sid = f"{int(ids.integers(0, 2 ** 32)):08x}"
+            if sid not in seen:
+                seen.add(sid)
+                return sid
+
+    rows, truth = [], []
+
+    def walk(label: str, type_: str, walker: int, number: int) -> str:
+        rng = random_stream("grew-sequence", spec.seed, walker, number)
+        view = sequence_id()
+        rows.append(_row(label, type_, view, _length(rng, spec.frames, 0.5, 1.5), walker, _condition(rng), number,
+                         rng.uniform(0.0, 360.0), rng.uniform(0.0, 30.0)))
+        return view
+
+    for i in range(1, n_train + 1):
+        for number in range(1, GREW_TRAIN_SEQUENCES + 1):
+            walk(f"{i:05d}train", "00", i, number)
+    for j in range(1, n_test + 1):
+        walk(f"{j:05d}", "01", n_train + j, 1)
+        walk(f"{j:05d}", "02", n_train + j, 2)
+    for k in range(1, spec.distractors + 1):
+        walk(f"{n_test + k:05d}", "01", spec.subjects + k, 1)
+    for j in range(1, n_test + 1):
+        truth.append((walk("probe", "03", n_train + j, 3), f"{j:05d}"))
+    return Plan(_table(rows), probe_truth=pd.DataFrame(truth, columns=["videoId", "subject"]))
+
+
+GAIT3D_CAMERAS = 39
+GAIT3D_OCCLUDED = 0.2  # fraction of sequences partly occluded
+
+
+def _gait3d_occlusion(rng: np.random.Generator) -> Occlusion | None:
+    if rng.random() >= GAIT3D_OCCLUDED:
+        return None
+    if rng.random() < 0.5:
+        return Occlusion("lower", level=float(rng.uniform(0.25, 0.45)))
+    top = float(rng.uniform(0.15, 0.55))
+    left = float(rng.uniform(-0.3, 0.05))
+    return Occlusion("box", top=top, bottom=min(0.9, top + float(rng.uniform(0.15, 0.3))), left=left,
+                     right=left + float(rng.uniform(0.1, 0.3)))
+
+
+def _plan_gait3d(spec: SynthSpec) -> Plan:
+    n_train, n_test = _split(spec, 0.25)
+    width = LAYOUTS["gait3d"].id_width
+    labels = [str(s).zfill(width) for s in range(1, spec.subjects + 1)]
+    order = random_stream("gait3d-split", spec.seed, spec.subjects).permutation(spec.subjects)
+    test = sorted(labels[i] for i in order[:n_test])
+    # ceiling cameras: each looks down at its own angle
+    elevation = [float(random_stream("gait3d-camera", spec.seed, k).uniform(15.0, 45.0))
+                 for k in range(GAIT3D_CAMERAS)]
+    rows, probes = [], []
+    for s, label in enumerate(labels, start=1):
+        rng = random_stream("gait3d-subject", spec.seed, s)
+        count: dict[str, int] = {}
+        first = len(rows)
+        for number in range(1, int(rng.integers(2, 7)) + 1):
+            cam, video = int(rng.integers(0, GAIT3D_CAMERAS)), int(rng.integers(0, 6))
+            type_ = f"camid{cam}_videoid{video}"
+            view = f"seq{count.get(type_, 0)}"
+            count[type_] = count.get(type_, 0) + 1
+            rows.append(_row(label, type_, view, _length(rng, spec.frames, 1 / 3, 5 / 3), s, _condition(rng), number,
+                             rng.uniform(0.0, 360.0), elevation[cam] + rng.uniform(-5.0, 5.0),
+                             _gait3d_occlusion(rng)))
+        if label in test:
+            probe = rows[first + int(rng.integers(0, len(rows) - first))]
+            probes.append(f"{probe[0]}-{probe[1]}-{probe[2]}")
+    partition = {"TRAIN_SET": [x for x in labels if x not in test], "TEST_SET": test, "PROBE_SET": probes}
+    return Plan(_table(rows), partition=partition)
+
+
+LAYOUTS = {
+    "casiab": Layout(
+        name="casiab",
+        views=tuple(f"{v:03d}" for v in range(0, 181, 18)),
+        types=tuple([f"nm-{i:02d}" for i in range(1, 7)] + ["bg-01", "bg-02", "cl-01", "cl-02"]),
+        subjects=124,
+        id_width=3,
+        plan=_plan_casiab,
+    ),
+    "oumvlp": Layout(
+        name="oumvlp",
+        views=tuple(f"{v:03d}" for v in [*range(0, 91, 15), *range(180, 271, 15)]),
+        types=("00", "01"),
+        subjects=100,
+        id_width=5,
+        plan=_plan_oumvlp,
+    ),
+    "grew": Layout(name="grew", views=(), types=("00", "01", "02", "03"), subjects=100, id_width=5, plan=_plan_grew),
+    "gait3d": Layout(name="gait3d", views=(), types=(), subjects=80, id_width=4, plan=_plan_gait3d, frames=24),
+}
+
+
+def plan_dataset(spec: SynthSpec) -> Plan:
+    """The sequences (and side files) of ``spec``, without rendering anything."""
+    if spec.subjects < 1 or spec.frames < 1:
+        raise DataError("a synthetic dataset needs at least one subject and one frame per sequence")
+    if spec.distractors < 0 or (spec.distractors and spec.layout != "grew"):
+        raise DataError(f"distractors are a GREW feature (a count >= 0); layout {spec.layout!r} got "
+                        f"{spec.distractors}")
+    try:
+        frame_width(spec.height)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    return LAYOUTS[spec.layout].plan(spec)
+
+
+def sequence_table(spec: SynthSpec) -> pd.DataFrame:
+    """One row per sequence (subject, type, view, length and what to render) in storage order."""
+    return plan_dataset(spec).table
+
+
+# ----------------------------------------------------------------------------------------------
+# rendering
+# ----------------------------------------------------------------------------------------------
+
+def _render_walker(args) -> int:
+    """Render the sequences of one walker identity into the shared frame array."""
+    root, spec_dict, items = args
     from .walker import render_sequence
 
     spec = SynthSpec(**spec_dict)
-    layout = LAYOUTS[spec.layout]
     frames = np.load(Path(root) / "frames.npy", mmap_mode="r+")
-    for type_, view, offset, length in items:
-        cond, number = layout.condition(type_)
+    for offset, length, walker, condition, sequence, azimuth, elevation, occlusion in items:
         frames[offset:offset + length] = render_sequence(
-            subject, cond, float(view), seed=spec.seed, sequence=number, frames=length, frame_step=spec.frame_step
-        )
+            walker, condition, azimuth, seed=spec.seed, sequence=sequence, frames=length,
+            frame_step=spec.frame_step, elevation_deg=elevation, height=spec.height, occlusion=occlusion)
     frames.flush()
     return len(items)
 
 
 def generate(spec: SynthSpec, out: str | Path, workers: int | None = None, progress: bool = True) -> PackedStore:
     """Render ``spec`` into a packed store at ``out`` (written to a temporary folder first, so an
-    interrupted generation never leaves a half-written dataset behind)."""
-    from .walker import FRAME_HEIGHT, FRAME_WIDTH
-
-    if spec.layout not in LAYOUTS:
-        raise DataError(did_you_mean(spec.layout, LAYOUTS, "synthetic layout"))
-    if spec.subjects < 1 or spec.frames < 1:
-        raise DataError("a synthetic dataset needs at least one subject and one frame per sequence")
+    interrupted generation never leaves a half-written dataset behind). ``workers``: processes
+    (default one per CPU; 1 renders in this process). Layouts with side files write them next to
+    the store: ``partition.json`` (gait3d), ``probe_truth.csv`` (grew)."""
+    plan = plan_dataset(spec)
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    table = sequence_table(spec)
     meta = {
         "dataset": spec.layout,
         "synthetic": True,
         "generator": spec.generator_info(),
         "fingerprint": spec.fingerprint(),
     }
-    writer = PackedWriter(tmp, table, (FRAME_HEIGHT, FRAME_WIDTH), meta)
-    index = writer.index
+    if plan.partition is not None:
+        meta["partition"] = plan.partition
+        meta["partition_file"] = PARTITION_FILE
+    if plan.probe_truth is not None:
+        meta["probe_truth_file"] = PROBE_TRUTH_FILE
+    table = plan.table
+    writer = PackedWriter(tmp, table, (spec.height, frame_width(spec.height)), meta)
     jobs = []
-    for subject, group in index.groupby("subject", sort=True):
-        items = list(zip(group["type"], group["view"], group["offset"].astype(int), group["length"].astype(int)))
-        jobs.append((str(tmp), asdict(spec), int(subject), items))
+    # one job per walker identity: its body parameters are drawn once per process
+    for _, group in table.assign(offset=writer.index["offset"]).groupby("walker", sort=True):
+        items = [(int(r.offset), int(r.length), int(r.walker), str(r.condition), int(r.sequence), float(r.azimuth),
+                  float(r.elevation), r.occlusion) for r in group.itertuples(index=False)]
+        jobs.append((str(tmp), asdict(spec), items))
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(index), desc=f"synthesising {spec.layout}", unit="seq", disable=not progress,
+    bar = tqdm(total=len(table), desc=f"synthesising {spec.layout}", unit="seq", disable=not progress,
                dynamic_ncols=True)
     try:
         if workers <= 1:
             for job in jobs:
-                bar.update(_render_subject(job))
+                bar.update(_render_walker(job))
         else:
             # spawn: safe even when the parent already started torch's thread pools
             with mp.get_context("spawn").Pool(workers) as pool:
-                for done in pool.imap_unordered(_render_subject, jobs):
+                for done in pool.imap_unordered(_render_walker, jobs):
                     bar.update(done)
+        if plan.partition is not None:
+            (tmp / PARTITION_FILE).write_text(json.dumps(plan.partition, indent=2), "utf-8")
+        if plan.probe_truth is not None:
+            plan.probe_truth.to_csv(tmp / PROBE_TRUTH_FILE, index=False)
         writer.finish()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -19,7 +19,13 @@ is rasterised analytically from 2-D signed distances, with an anti-aliased edge
 Normalisation follows the usual preprocessing of real gait data: each frame is scaled so that the
 silhouette's vertical extent spans exactly ``FRAME_HEIGHT`` rows (the extent is known analytically
 from the projected discs), centred horizontally on the median column of mass and cut to
-``FRAME_WIDTH`` columns (= a 64x64 frame with 10 px removed on each side).
+``FRAME_WIDTH`` columns (= a 64x64 frame with 10 px removed on each side). ``height=128`` renders
+128x88 frames the same way (a 128x128 frame with 20 px removed on each side).
+
+Beyond CASIA-B's studio, a call can place the camera at any azimuth and elevation (GREW's and
+Gait3D's unconstrained cameras) and hide part of the walker behind an ``Occlusion`` (Gait3D's
+shelves and passers-by); the occluded part is removed *before* the normalisation, as real
+preprocessing only ever sees what is visible.
 
 World frame: x is the walking direction, y points to the walker's left, z up; lengths are metres.
 Everything is vectorised over frames with numpy; every random draw comes from a generator seeded by
@@ -32,16 +38,17 @@ from __future__ import annotations
 
 import functools
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["WALKER_VERSION", "FRAME_HEIGHT", "FRAME_WIDTH", "CAMERA_ELEVATION_DEG", "subject_params",
-           "render_sequence"]
+__all__ = ["WALKER_VERSION", "FRAME_HEIGHT", "FRAME_WIDTH", "CAMERA_ELEVATION_DEG", "Occlusion", "frame_width",
+           "random_stream", "subject_params", "render_sequence"]
 
 WALKER_VERSION = "1"  # bump whenever the output bytes change
 FRAME_HEIGHT = 64
 FRAME_WIDTH = 44
-CAMERA_ELEVATION_DEG = 5.0  # fixed, small: cameras slightly above the walker, looking horizontally
+CAMERA_ELEVATION_DEG = 5.0  # the default, small: cameras slightly above the walker, looking horizontally
 FPS = 25.0  # the video rate that ``frame_step`` is measured in
 
 _CONDITIONS = {"nm": 1, "bg": 2, "cl": 3}  # fixed codes for seeding (no salted hash())
@@ -52,8 +59,9 @@ _TWO_PI = 2.0 * np.pi
 # seeding
 # ----------------------------------------------------------------------------------------------
 
-def _rng(stream: str, *keys: int) -> np.random.Generator:
-    """A generator for one named random stream; keys are the integers it depends on."""
+def random_stream(stream: str, *keys: int) -> np.random.Generator:
+    """A generator for one named random stream; keys are the integers it depends on. Independent
+    of call order and process (no salted ``hash``); the synthetic layouts draw from it too."""
     words = [zlib.crc32(stream.encode("ascii"))]
     for k in keys:
         k = int(k)
@@ -77,7 +85,7 @@ def subject_params(subject: int, seed: int) -> dict:
 
 @functools.lru_cache(maxsize=4096)  # a dataset renders every subject ~110 times
 def _subject_params(subject: int, seed: int) -> tuple:
-    rng = _rng("subject", seed, subject)
+    rng = random_stream("subject", seed, subject)
     u = rng.uniform
     p = {
         # --- proportions (fractions of stature) ---
@@ -144,7 +152,7 @@ _NOISE_TERMS = 4
 def _sequence_params(subject: int, condition: str, seed: int, sequence: int) -> dict:
     """Speed, phase, noise and accessories of one walk. Independent of the view: like CASIA-B's
     simultaneous cameras, all views of one (subject, condition, sequence) show the same walk."""
-    rng = _rng("sequence", seed, subject, _CONDITIONS[condition], sequence)
+    rng = random_stream("sequence", seed, subject, _CONDITIONS[condition], sequence)
     q = {
         "speed": 1.0 + rng.uniform(-0.07, 0.07),
         "phase0": rng.uniform(0.0, 1.0),
@@ -156,7 +164,7 @@ def _sequence_params(subject: int, condition: str, seed: int, sequence: int) -> 
         "noise_amp": rng.uniform(0.3, 1.0, size=(len(_NOISE_CHANNELS), _NOISE_TERMS)),
     }
     # accessories are drawn from their own stream so nm walks never depend on them
-    acc = _rng("accessory", seed, subject, _CONDITIONS[condition], sequence)
+    acc = random_stream("accessory", seed, subject, _CONDITIONS[condition], sequence)
     if condition == "bg":
         q["bag_kind"] = int(acc.integers(0, 3))  # 0 shoulder bag, 1 backpack, 2 handbag
         q["bag_side"] = float(acc.choice([-1.0, 1.0]))  # -1 right, +1 left
@@ -199,9 +207,9 @@ def _sagittal(angle: np.ndarray, lateral: np.ndarray | float = 0.0) -> np.ndarra
 
 def _vec(x, y, z, n: int) -> np.ndarray:
     """A [n, 3] array of per-frame vectors; each component a scalar or an [n] array."""
-    parts = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64),
-                                np.asarray(z, dtype=np.float64), np.zeros(n))
-    return np.stack(parts[:3], axis=-1)
+    out = np.empty((n, 3), dtype=np.float64)  # filled in place: cheaper than broadcast + stack
+    out[:, 0], out[:, 1], out[:, 2] = x, y, z
+    return out
 
 
 def _body(p: dict, q: dict, condition: str, t: np.ndarray):
@@ -415,13 +423,55 @@ def _body(p: dict, q: dict, condition: str, t: np.ndarray):
 # rendering
 # ----------------------------------------------------------------------------------------------
 
-def _camera(view_deg: float) -> tuple[np.ndarray, np.ndarray]:
+def _camera(view_deg: float, elevation_deg: float) -> tuple[np.ndarray, np.ndarray]:
     """Image right and up axes of an orthographic camera at azimuth ``view_deg`` (0: in front of
-    the walker, 90: at its left side, 180: behind), slightly elevated."""
-    th, el = np.deg2rad(view_deg), np.deg2rad(CAMERA_ELEVATION_DEG)
+    the walker, 90: at its left side, 180: behind, 270: at its right side) looking down on the
+    walker from ``elevation_deg`` above the horizontal."""
+    th, el = np.deg2rad(view_deg), np.deg2rad(elevation_deg)
     right = np.array([-np.sin(th), np.cos(th), 0.0])
     up = np.array([-np.sin(el) * np.cos(th), -np.sin(el) * np.sin(th), np.cos(el)])
     return right, up
+
+
+def frame_width(height: int) -> int:
+    """Columns of a normalised frame ``height`` rows high: the square frame of real preprocessing
+    less the load-time side cut of 10 px per 64 (64 -> 44, 128 -> 88)."""
+    if int(height) != height or height < 64 or height % 64:
+        raise ValueError(f"frame height must be a multiple of 64 (64, 128, ...), got {height!r}")
+    return int(height) // 64 * 44
+
+
+@dataclass(frozen=True)
+class Occlusion:
+    """Something between the camera and the walker, hiding part of the body in every frame.
+
+    ``kind='lower'``: everything below ``level`` (a fraction of the walker's projected height,
+    measured from its lowest point) is hidden -- a counter, a trolley, a crowd. What stays visible
+    is what gets scaled to the frame height, as preprocessing crops rows to the visible silhouette.
+
+    ``kind='box'``: a rectangle is cut out of the body: rows ``top``..``bottom`` (fractions of the
+    frame height, within 0.1..0.9 so the head and the feet still set the vertical extent) and
+    columns ``left``..``right`` (in frame heights, relative to the silhouette's median column);
+    the frame is then re-centred on what is left.
+    """
+
+    kind: str
+    level: float = 0.0
+    top: float = 0.0
+    bottom: float = 0.0
+    left: float = 0.0
+    right: float = 0.0
+
+    def __post_init__(self):
+        if self.kind == "lower":
+            if not 0.0 < self.level <= 0.8:
+                raise ValueError(f"a lower-body occlusion hides 0 < level <= 0.8 of the body, got {self.level}")
+        elif self.kind == "box":
+            if not (0.1 <= self.top < self.bottom <= 0.9 and self.left < self.right):
+                raise ValueError("a box occlusion needs 0.1 <= top < bottom <= 0.9 and left < right, got "
+                                 f"{self.top, self.bottom, self.left, self.right}")
+        else:
+            raise ValueError(f"unknown occlusion kind {self.kind!r}; expected 'lower' or 'box'")
 
 
 def _rasterise(ax, ay, bx, by, ra, rb, height: int, width: int) -> np.ndarray:
@@ -433,7 +483,7 @@ def _rasterise(ax, ay, bx, by, ra, rb, height: int, width: int) -> np.ndarray:
     """
     f_n, c_n = ax.shape
     dist = np.full(f_n * height * width, np.float32(4.0), dtype=np.float32)
-    frame_base = (np.arange(f_n, dtype=np.int64) * (height * width))[:, None, None]
+    frame_base = np.arange(f_n, dtype=np.int64) * (height * width)
     for c in range(c_n):
         a_x, a_y, b_x, b_y, r_a, r_b = (v[:, c] for v in (ax, ay, bx, by, ra, rb))
         # bounding box of pixels whose centre is within 0.5 px of the shape
@@ -477,22 +527,34 @@ def _rasterise(ax, ay, bx, by, ra, rb, height: int, width: int) -> np.ndarray:
         d = np.where(w < 0.0, d_a, np.where(w > l3 * cb3, d_b, d_side))
         if contained.any():
             d = np.where(contained[e3], np.minimum(d_a, d_b), d)
-        idx = (frame_base + (y0[:, None, None] + np.arange(qh)[None, :, None]) * width
-               + x0[:, None, None] + np.arange(qw)[None, None, :])
+        # flat indices of each frame's box: its corner plus the box's offsets (one full-size add)
+        box = np.arange(qh, dtype=np.int64)[:, None] * width + np.arange(qw, dtype=np.int64)[None, :]
+        idx = (frame_base + y0 * width + x0)[:, None, None] + box[None]
         dist[idx] = np.minimum(dist[idx], d)
     cov = np.clip(np.float32(0.5) - dist, 0.0, 1.0)
     return cov.reshape(f_n, height, width)
 
 
+def _median_column(cov: np.ndarray) -> np.ndarray:
+    """Per frame, the first column where the cumulative column mass reaches half the total."""
+    cum = np.cumsum(cov.sum(axis=1), axis=1)
+    return np.argmax(cum >= 0.5 * cum[:, -1:], axis=1)
+
+
 def render_sequence(subject: int, condition: str, view_deg: float, *, seed: int, sequence: int, frames: int,
-                    frame_step: float = 1.0) -> np.ndarray:
-    """uint8 array [frames, 64, 44] of normalised silhouettes of one walk.
+                    frame_step: float = 1.0, elevation_deg: float = CAMERA_ELEVATION_DEG,
+                    height: int = FRAME_HEIGHT, occlusion: Occlusion | None = None) -> np.ndarray:
+    """uint8 array [frames, height, frame_width(height)] (default [frames, 64, 44]) of normalised
+    silhouettes of one walk.
 
     condition: 'nm' (normal), 'bg' (carrying a bag), 'cl' (wearing a coat).
-    view_deg: camera azimuth, 0..180 (CASIA-B: 0 walking towards the camera, 90 side view,
-    180 walking away). sequence: the repeat index (nm-01..06 -> 1..6); it varies speed, gait phase,
-    noise, walking direction and, for bg/cl, the bag or coat. frame_step: gait time per output frame
-    in 25-fps video frames. The same arguments always give the same bytes.
+    view_deg: camera azimuth in degrees, any angle (CASIA-B: 0 walking towards the camera, 90 side
+    view, 180 walking away; 270 is the other side). elevation_deg: how far above the horizontal the
+    camera looks down on the walker. sequence: the repeat index (nm-01..06 -> 1..6); it varies
+    speed, gait phase, noise, walking direction and, for bg/cl, the bag or coat. frame_step: gait
+    time per output frame in 25-fps video frames. height: 64 or 128 (a multiple of 64).
+    occlusion: an ``Occlusion`` hiding part of the body, or None. The same arguments always give
+    the same bytes.
     """
     if condition not in _CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; expected one of {sorted(_CONDITIONS)}")
@@ -501,19 +563,27 @@ def render_sequence(subject: int, condition: str, view_deg: float, *, seed: int,
         raise ValueError("frames must be >= 1")
     if not frame_step > 0:
         raise ValueError("frame_step must be positive")
+    if not -90.0 < elevation_deg < 90.0:
+        raise ValueError(f"elevation_deg must be within (-90, 90), got {elevation_deg}")
+    width_out = frame_width(height)
+    height = int(height)
     p = dict(_subject_params(int(subject), int(seed)))
     q = _sequence_params(int(subject), condition, int(seed), int(sequence))
     t = np.arange(frames, dtype=np.float64) * (float(frame_step) / FPS)
     A, B, RA, RB = _body(p, q, condition, t)
 
     # a slightly different walking direction is the same as a slightly different camera azimuth
-    right, up = _camera(float(view_deg) + q["direction_deg"])
+    right, up = _camera(float(view_deg) + q["direction_deg"], float(elevation_deg))
     au, av, bu, bv = A @ right, A @ up, B @ right, B @ up
     top = np.maximum(av + RA, bv + RB).max(1)
     bottom = np.minimum(av - RA, bv - RB).min(1)
     left = np.minimum(au - RA, bu - RB).min(1)
     extent = np.maximum(au + RA, bu + RB).max(1)
-    scale = FRAME_HEIGHT / (top - bottom)  # pixels per metre, per frame: height -> 64 rows
+    if occlusion is not None and occlusion.kind == "lower":
+        # the hidden part no longer counts: the visible rows are scaled to the frame height, and
+        # the rasteriser leaves everything below the last row out
+        bottom = bottom + occlusion.level * (top - bottom)
+    scale = height / (top - bottom)  # pixels per metre, per frame: height -> `height` rows
 
     # pixel coordinates: x from the silhouette's left edge (+1 px margin), y down from its top
     sc = scale[:, None]
@@ -521,15 +591,21 @@ def render_sequence(subject: int, condition: str, view_deg: float, *, seed: int,
     ax_, bx_ = ((au - left[:, None]) * sc + 1.0).astype(f32), ((bu - left[:, None]) * sc + 1.0).astype(f32)
     ay_, by_ = ((top[:, None] - av) * sc).astype(f32), ((top[:, None] - bv) * sc).astype(f32)
     ra_, rb_ = (RA * sc).astype(f32), (RB * sc).astype(f32)
-    width = int(np.ceil(((extent - left) * scale).max())) + 3
-    cov = _rasterise(ax_, ay_, bx_, by_, ra_, rb_, FRAME_HEIGHT, width)
+    canvas = int(np.ceil(((extent - left) * scale).max())) + 3
+    cov = _rasterise(ax_, ay_, bx_, by_, ra_, rb_, height, canvas)
+    if occlusion is not None and occlusion.kind == "box":
+        centre = _median_column(cov)
+        lo = centre + int(round(occlusion.left * height))
+        hi = centre + int(round(occlusion.right * height))
+        col = np.arange(canvas)[None, :]
+        hidden = (col >= lo[:, None]) & (col < hi[:, None])  # [F, canvas]
+        r0, r1 = int(round(occlusion.top * height)), int(round(occlusion.bottom * height))
+        cov[:, r0:r1] = np.where(hidden[:, None, :], np.float32(0.0), cov[:, r0:r1])
 
-    # centre on the median column of mass, then keep FRAME_WIDTH columns around it
-    cum = np.cumsum(cov.sum(axis=1), axis=1)
-    median = np.argmax(cum >= 0.5 * cum[:, -1:], axis=1)
-    half = FRAME_WIDTH // 2
+    # centre on the median column of mass, then keep `width_out` columns around it
+    median = _median_column(cov)
+    half = width_out // 2
     padded = np.pad(cov, ((0, 0), (0, 0), (half, half)))
-    cols = median[:, None] + np.arange(FRAME_WIDTH)[None]  # padded index of column (median - half + k)
-    out = np.take_along_axis(padded, np.broadcast_to(cols[:, None, :], (frames, FRAME_HEIGHT, FRAME_WIDTH)),
-                             axis=2)
+    cols = median[:, None] + np.arange(width_out)[None]  # padded index of column (median - half + k)
+    out = np.take_along_axis(padded, np.broadcast_to(cols[:, None, :], (frames, height, width_out)), axis=2)
     return np.rint(out * 255.0).astype(np.uint8)

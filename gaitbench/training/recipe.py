@@ -21,6 +21,7 @@ class SamplerConfig:
     frames: int = 30  # frames per training clip
     order: str = "unordered"  # "unordered" (random frames) or "ordered" (a contiguous window)
     skip: int = 0  # ordered clips: extra window length from which `frames` are kept in order
+    min_frames: int = 15  # shorter sequences are left out of training (counted in the log)
 
     def validate(self, where: str):
         if self.P < 1 or self.K < 2:
@@ -89,6 +90,9 @@ class TrainConfig:
 class EvalConfig:
     max_frames_per_batch: int = 4096  # inference batch size is a frame budget, not a GPU count
     max_sequences_per_batch: int = 64
+    # post-processing stages run on the test distances, in order (none unless asked); their
+    # parameters live in the recipe's [stages.<name>] tables
+    stages: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -103,6 +107,7 @@ class Recipe:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    stages: dict[str, Any] = field(default_factory=dict)  # {stage name: {parameter: value}}
     source: str = ""
 
 

@@ -1,0 +1,103 @@
+"""``gaitbench data pack``: any readable dataset into one packed store.
+
+The packed store is one memory-mapped uint8 frame array (``frames.npy``), ``index.csv`` and
+``meta.json`` (see :mod:`gaitbench.data.store`); reading a clip touches only its frames. Packing
+reads every sequence once, in index order: frames are streamed to a temporary raw file (lengths are
+not known in advance for pkl or PNG trees), then laid out as ``frames.npy``. Everything is written
+into a temporary folder that replaces ``DEST`` only when complete, so an interrupted pack leaves
+nothing half-written. Unreadable sequences are reported and left out unless ``strict``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from .store import INDEX_COLUMNS, PACKED_FORMAT, PACKED_VERSION, open_store
+
+
+@dataclass
+class PackSummary:
+    dest: str
+    sequences: int
+    frames: int
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def pack_store(src: str | Path, dest: str | Path, *, strict: bool = False, progress: bool = True,
+               chunk_frames: int = 8192) -> PackSummary:
+    """Pack the dataset at ``src`` (packed store, OpenGait pkl tree or pretreated PNG tree) into
+    ``dest``."""
+    from tqdm.auto import tqdm
+
+    store = open_store(src)
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise DataError(f"{dest} exists and is not empty: choose a new folder for the packed store")
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    rows, skipped, shape = [], [], None
+    digest = hashlib.sha256()
+    total = 0
+    try:
+        with open(tmp / "frames.raw", "wb") as raw:
+            for i in tqdm(range(len(store)), desc="packing", unit="seq", disable=not progress, dynamic_ncols=True):
+                label = store.describe_row(i)
+                try:
+                    frames = store.frames(i)
+                    if frames.dtype != np.uint8 or frames.ndim != 3 or len(frames) == 0:
+                        raise DataError(f"{label}: expected uint8 [T, H, W] frames with T >= 1, found "
+                                        f"{frames.dtype} {frames.shape}")
+                    if shape is None:
+                        shape = frames.shape[1:]
+                    elif frames.shape[1:] != shape:
+                        raise DataError(f"{label}: frames are {frames.shape[1:]}, the others {shape}; a packed store "
+                                        "holds one frame size")
+                except DataError as exc:
+                    if strict:
+                        raise
+                    skipped.append({"sequence": label, "problem": str(exc)})
+                    continue
+                data = np.ascontiguousarray(frames).tobytes()
+                raw.write(data)
+                digest.update(data)
+                row = store.index.iloc[i]
+                rows.append((str(row["subject"]), str(row["type"]), str(row["view"]), total, len(frames)))
+                total += len(frames)
+        if not rows:
+            raise DataError(f"no readable sequence in {src}; nothing to pack")
+        src_raw = np.memmap(tmp / "frames.raw", dtype=np.uint8, mode="r", shape=(total, *shape))
+        out = np.lib.format.open_memmap(tmp / "frames.npy", mode="w+", dtype=np.uint8, shape=(total, *shape))
+        for a in range(0, total, chunk_frames):
+            out[a:a + chunk_frames] = src_raw[a:a + chunk_frames]
+        out.flush()
+        del out, src_raw
+        (tmp / "frames.raw").unlink()
+        index = pd.DataFrame(rows, columns=["subject", "type", "view", "offset", "length"])
+        index["height"], index["width"] = shape
+        index[INDEX_COLUMNS].to_csv(tmp / "index.csv", index=False)
+        meta = {k: v for k, v in store.meta.items() if k not in {"format", "format_version", "fingerprint"}}
+        meta.update({"format": PACKED_FORMAT, "format_version": PACKED_VERSION,
+                     "fingerprint": digest.hexdigest()[:16],
+                     "packed_from": {"root": str(Path(src).resolve()), "store": store.meta.get("format"),
+                                     "skipped": len(skipped)}})
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True), "utf-8")
+        for side in ("partition.json", "probe_truth.csv"):
+            if (Path(src) / side).is_file():
+                shutil.copy2(Path(src) / side, tmp / side)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if dest.exists():
+        dest.rmdir()
+    tmp.rename(dest)
+    return PackSummary(str(dest), len(rows), total, skipped)
