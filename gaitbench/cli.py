@@ -58,7 +58,9 @@ def _run_options(func):
         click.option("--recipe", default=None,
                      help="Recipe name or file. Default: 'quick' on synthetic data, else the protocol's paper recipe."),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                     help="Override a recipe field, e.g. sampler.P=4."),
+                     help="Override a recipe field, e.g. sampler.P=4 or stages.rerank.k1=20."),
+        click.option("--stage", "stages", multiple=True, metavar="NAME",
+                     help="Post-processing stage for the evaluation, in order (see `gaitbench stages`)."),
         click.option("--iterations", type=int, default=None, help="Training iterations (default: the recipe's)."),
         click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]."),
         click.option("--seed", type=int, default=0, show_default=True,
@@ -71,6 +73,10 @@ def _run_options(func):
                           "this evaluates them."),
         click.option("--nproc-per-node", type=int, default=1, show_default=True,
                      help="Processes on this machine (DistributedDataParallel through torchrun)."),
+        click.option("--workers", type=int, default=0, show_default=True,
+                     help="Loader processes for training batches (the batches are the same for any number)."),
+        click.option("--strict", is_flag=True,
+                     help="Stop at the first unreadable sequence instead of reporting and skipping it."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
     ]
     for option in reversed(options):
@@ -101,6 +107,7 @@ def _execute(options: dict, *, resume: bool, train_only: bool):
             raise GaitbenchError(f"--{name} is required")
     quiet = options.pop("quiet")
     options["overrides"] = list(options["overrides"])
+    options["stages"] = list(options["stages"])
     return execute(RunSettings(**options, progress=not quiet, resume=resume, train_only=train_only), echo=click.echo)
 
 
@@ -142,7 +149,7 @@ def train(resume_dir, **options):
 def embed(method, checkpoint, protocol, data_root, partition, out, device, quiet):
     """Embed the test set of PROTOCOL with a trained checkpoint."""
     from . import load_model
-    from .protocols import resolve_protocol
+    from .protocols import resolve_protocol, resolve_split
     from .run import RunSettings, load_store
     from .run import embed as embed_rows, save_embeddings, select_rows
     from .training.checkpoint import read_checkpoint
@@ -151,45 +158,139 @@ def embed(method, checkpoint, protocol, data_root, partition, out, device, quiet
     plugins = _plugins()
     plugins.method(method)
     proto = resolve_protocol(protocol, plugins)
-    if partition:
-        proto = proto.with_partition(partition)
     held = read_checkpoint(checkpoint)["method"]
     if held != method:
         raise GaitbenchError(f"{checkpoint} holds method {held!r}, not {method!r}")
     settings = RunSettings(method=method, protocol=protocol, data_root=data_root, progress=not quiet)
     store = load_store(settings, proto, SINGLE, click.echo)
+    proto = resolve_split(proto, store, partition)
     _, test_rows = select_rows(store, proto)
     model = load_model(checkpoint).to(device)
     emb = embed_rows(model, store, test_rows, device=device, progress=not quiet)
     save_embeddings(out, emb, store.index, test_rows, method=method, protocol=proto.name,
-                    synthetic=store.synthetic, dataset_fingerprint=store.fingerprint)
+                    synthetic=store.synthetic, dataset_fingerprint=store.fingerprint, probe_set=proto.split.probe_set)
     click.echo(f"wrote {len(test_rows)} embeddings {list(emb.shape[1:])} to {out}"
                f"{' (SYNTHETIC data)' if store.synthetic else ''}")
 
 
-@cli.command()
-@click.option("--protocol", "-p", required=True)
-@click.option("--embeddings", required=True, type=click.Path(), help="Embeddings file (.npz) as written by embed/run.")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--json", "json_out", type=click.Path(), default=None, help="Write the report as JSON here.")
-def evaluate(protocol, embeddings, device, json_out):
-    """Evaluate saved embeddings under PROTOCOL, without the model."""
-    from .evaluation.engine import evaluate as run_evaluation
-    from .evaluation.files import load_embeddings
-    from .protocols import resolve_protocol
-    from .results import view_matrix_table, write_json_atomic
+def _parse_bytes(text: str | None) -> int | None:
+    if text is None:
+        return None
+    import re
 
-    proto = resolve_protocol(protocol)
-    data = load_embeddings(embeddings)
-    report = run_evaluation(proto, data["embeddings"], data["subjects"], data["types"], data["views"], device=device)
-    synthetic = str(data.get("synthetic", "unknown"))
-    click.echo(f"{proto.describe()} - rank-1 (%){' - SYNTHETIC DATA' if synthetic == 'True' else ''}")
-    click.echo(view_matrix_table(report))
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*", text.lower())
+    if not m:
+        raise GaitbenchError(f"--max-memory {text!r}: expected a size such as 512MB or 4GB")
+    scale = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2)[:1]]
+    return int(float(m.group(1)) * scale)
+
+
+@cli.command()
+@click.option("--protocol", "-p", required=True, help="Protocol name or file.")
+@click.option("--embeddings", "files", required=True, multiple=True, type=click.Path(),
+              help="Embeddings file (.npz) as written by embed/run; several with --fuse.")
+@click.option("--partition", type=click.Path(), default=None,
+              help="OpenGait-style partition JSON (Gait3D's PROBE_SET); default: the one recorded with the embeddings.")
+@click.option("--stage", "stage_names", multiple=True, metavar="NAME",
+              help="Post-processing stage to apply, in order (see `gaitbench stages`).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="metric=euc|cos|flat_euc, missing_gallery=..., stages.NAME.PARAM=VALUE.")
+@click.option("--fuse", type=click.Choice(["concat", "mean-distance"]), default=None,
+              help="How several --embeddings of the same sequences are combined.")
+@click.option("--normalize", is_flag=True, help="With --fuse concat: L2-normalise each method's parts first.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--max-memory", default=None, help="Budget for distance blocks, e.g. 2GB (default 512MB).")
+@click.option("--submission", type=click.Path(), default=None,
+              help="Write the protocol's official submission file (GREW) here instead of local metrics.")
+@click.option("--json", "json_out", type=click.Path(), default=None, help="Write the report as JSON here.")
+def evaluate(protocol, files, partition, stage_names, overrides, fuse, normalize, device, max_memory, submission,
+             json_out):
+    """Evaluate saved embeddings under PROTOCOL, without the model."""
+    import time
+
+    from .evaluation.engine import evaluate as run_evaluation, write_submission
+    from .evaluation.files import load_embeddings
+    from .evaluation.pipeline import resolve_stages, split_overrides
+    from .protocols import Split, resolve_protocol, resolve_split
+    from .results import describe_metrics, report_table, write_json_atomic
+
+    t0 = time.perf_counter()
+    plugins = _plugins()
+    proto = resolve_protocol(protocol, plugins)
+    changes, stage_params = split_overrides(overrides)
+    if changes:
+        proto = proto.with_evaluation(**changes)
+    stages = resolve_stages(list(stage_names), stage_params, plugins)
+    if len(files) > 1 and not fuse:
+        raise GaitbenchError(f"{len(files)} embeddings files given: choose how to combine them with "
+                             "--fuse concat or --fuse mean-distance")
+    if fuse and len(files) < 2:
+        raise GaitbenchError("--fuse needs at least two --embeddings files")
+    if normalize and fuse != "concat":
+        raise GaitbenchError("--normalize applies to --fuse concat")
+    datas = [load_embeddings(f) for f in files]
+    if fuse:
+        from .evaluation.fusion import fuse as fuse_embeddings
+
+        data, arrays = fuse_embeddings(datas, mode=fuse, normalize=normalize, names=[str(f) for f in files])
+    else:
+        data, arrays = datas[0], datas[0]["embeddings"]
+    if partition or proto.split.needs_partition:
+        recorded = data.get("probe_set")
+        if partition or recorded is None or not len(recorded):
+            proto = resolve_split(proto, None, partition)
+        else:
+            from dataclasses import replace
+
+            proto = replace(proto, split=Split(partition="dataset", probe_set=[str(x) for x in recorded],
+                                               source=f"{files[0]} (recorded PROBE_SET)"))
+    load_s = time.perf_counter() - t0
+    synthetic = any(str(d.get("synthetic", "unknown")) == "True" for d in datas)
+    tag = " - SYNTHETIC DATA" if synthetic else ""
+    args = (proto, arrays, data["subjects"], data["types"], data["views"])
+    if submission:
+        info = write_submission(*args, submission, device=device, stages=stages)
+        click.echo(f"wrote {info['probes']} probes x top {info['top']} identities (gallery {info['gallery']}) "
+                   f"to {submission}{tag}")
+        return
+    n = len(data["subjects"])
+    if n > 50_000:
+        budget = _parse_bytes(max_memory) or 512 * 2**20
+        click.echo(f"evaluating {n:,} sequences on {device}; distance blocks within {budget / 2**20:.0f} MB "
+                   f"(--max-memory)")
+    report = run_evaluation(*args, device=device, stages=stages, max_bytes=_parse_bytes(max_memory))
+    report.timings = {"load_s": round(load_s, 4), **report.timings}
+    click.echo(f"{proto.describe()} - {describe_metrics(proto)}{tag}"
+               f"{'; stages: ' + ', '.join(s['name'] for s in report.stages) if report.stages else ''}"
+               f"{'; fused (' + fuse + ')' if fuse else ''}")
+    click.echo(report_table(report))
+    click.echo("timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in report.timings.items()))
     if json_out:
         write_json_atomic(json_out, {"protocol": report.protocol, "protocol_version": report.protocol_version,
-                                     "synthetic": {"True": True, "False": False}.get(synthetic),
+                                     "synthetic": synthetic if all("synthetic" in d for d in datas) else None,
                                      "metrics": report.metrics, "tables": report.tables, "timings": report.timings,
-                                     "stages": report.stages, "embeddings": str(embeddings)})
+                                     "stages": report.stages, "embeddings": [str(f) for f in files],
+                                     "fusion": {"mode": fuse, "normalize": normalize} if fuse else None,
+                                     "metric": changes.get("metric", proto.evaluation.metric)})
+
+
+@cli.command("stages")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def stages_command(as_json):
+    """List post-processing stages: name, plugin, whether transductive, parameters."""
+    from tabulate import tabulate
+
+    rows = []
+    for name, reg in sorted(_plugins().stages().items()):
+        st = reg.obj
+        rows.append({"name": name, "plugin": reg.plugin, "transductive": st.transductive,
+                     "sides": getattr(st, "sides", ""), "defaults": dict(st.defaults), "description": st.description})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    click.echo(tabulate([[r["name"], "yes" if r["transductive"] else "no", r["sides"],
+                          ", ".join(f"{k}={v}" for k, v in r["defaults"].items()), r["description"]] for r in rows],
+                        headers=["stage", "transductive", "side", "parameters", "description"], tablefmt="github"))
 
 
 @cli.command("plugins")
@@ -379,14 +480,18 @@ def data():
 
 
 @data.command("synth")
-@click.option("--layout", default="casiab", show_default=True, help="Dataset layout to imitate.")
+@click.option("--layout", default="casiab", show_default=True, help="Dataset layout: casiab, oumvlp, grew, gait3d.")
 @click.option("--out", required=True, type=click.Path(), help="Folder for the packed store.")
 @click.option("--subjects", type=int, default=None, help="Number of subjects (default: the layout's).")
-@click.option("--frames", type=int, default=None, help="Mean frames per sequence (default 12; --full: 80).")
+@click.option("--frames", type=int, default=None, help="Mean frames per sequence (default: the layout's; --full: 80).")
 @click.option("--full", is_flag=True, help="Full-length sequences (every 25-fps frame, about 3 s).")
+@click.option("--height", type=int, default=64, show_default=True, help="Frame height: 64 (64x44) or 128 (128x88).")
+@click.option("--distractors", type=int, default=0, show_default=True, help="GREW: gallery-only distractor subjects.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--pkl-tree", type=click.Path(), default=None,
+              help="Also write the dataset as an OpenGait pkl tree here (64x64 frames, as OpenGait's own).")
 @click.option("--workers", type=int, default=None, help="Processes (default: all cores).")
-def data_synth(layout, out, subjects, frames, full, seed, workers):
+def data_synth(layout, out, subjects, frames, full, height, distractors, seed, pkl_tree, workers):
     """Render a synthetic dataset of LAYOUT into a packed store."""
     from dataclasses import replace
 
@@ -396,10 +501,81 @@ def data_synth(layout, out, subjects, frames, full, seed, workers):
     if layout not in LAYOUTS:
         raise GaitbenchError(did_you_mean(layout, LAYOUTS, "layout"))
     spec = SynthSpec.full(layout, seed) if full else SynthSpec(layout=layout, seed=seed)
-    spec = replace(spec, subjects=subjects or LAYOUTS[layout].subjects, frames=frames or spec.frames)
+    spec = replace(spec, subjects=subjects or spec.subjects, frames=frames or spec.frames, height=height,
+                   distractors=distractors)
     store = generate(spec, out, workers=workers)
     size = (store.root / "frames.npy").stat().st_size / 2**20
-    click.echo(f"wrote {len(store)} SYNTHETIC sequences ({store.index['length'].sum()} frames, {size:.0f} MiB) to {out}")
+    click.echo(f"wrote {len(store)} SYNTHETIC {layout} sequences ({store.index['length'].sum()} frames, "
+               f"{size:.0f} MiB) to {out}")
+    if pkl_tree:
+        from .data.export import export_pkl_tree
+
+        export_pkl_tree(store, pkl_tree, progress=True)
+        click.echo(f"wrote the OpenGait pkl tree to {pkl_tree}")
+
+
+@data.command("pretreat")
+@click.argument("src", type=click.Path())
+@click.argument("dest", type=click.Path())
+@click.option("--dataset", required=True, help="Raw layout: casiab, oumvlp, gait3d or grew.")
+@click.option("--img-size", type=int, default=64, show_default=True, help="64, or 128 for Gait3D's high-resolution variant.")
+@click.option("--workers", type=int, default=None, help="Processes (default: all cores).")
+@click.option("--strict", is_flag=True, help="Stop at the first unreadable PNG instead of skipping it.")
+def data_pretreat(src, dest, dataset, img_size, workers, strict):
+    """The standard GaitSet/OpenGait pretreatment of raw silhouette PNGs into an OpenGait pkl tree.
+    Resumable: a rerun skips finished sequences."""
+    from .data.pretreat import pretreat_tree
+
+    s = pretreat_tree(src, dest, dataset, img_size=img_size, workers=workers, strict=strict)
+    click.echo(f"{s.sequences} sequences: {s.written} written, {s.skipped_existing} already done, {s.empty} empty "
+               f"(not written), {s.short} shorter than 5 frames, {s.errors} errors; frames kept {s.frames_kept} of "
+               f"{s.frames_in}. Log: {s.log}")
+    for path in s.unreadable[:5]:
+        click.echo(f"WARNING: unreadable frame skipped: {path}", err=True)
+    for msg in s.failed[:5]:
+        click.echo(f"WARNING: {msg}", err=True)
+
+
+@data.command("pack")
+@click.argument("src", type=click.Path())
+@click.argument("dest", type=click.Path())
+@click.option("--strict", is_flag=True, help="Stop at the first unreadable sequence instead of skipping it.")
+def data_pack(src, dest, strict):
+    """Pack any readable dataset (pkl tree, PNG tree, packed store) into one memory-mapped store."""
+    from .data.pack import pack_store
+
+    summary = pack_store(src, dest, strict=strict)
+    click.echo(f"packed {summary.sequences} sequences ({summary.frames} frames) into {dest}")
+    if summary.skipped:
+        click.echo(f"WARNING: {len(summary.skipped)} unreadable sequences left out, e.g. "
+                   f"{summary.skipped[0]['problem']}", err=True)
+
+
+@data.command("check")
+@click.argument("root", type=click.Path())
+@click.option("--protocol", "-p", required=True, help="Protocol name or file.")
+@click.option("--partition", type=click.Path(), default=None, help="OpenGait-style partition JSON.")
+@click.option("--json", "json_out", type=click.Path(), default=None, help="Write the findings as JSON here.")
+@click.option("--quick", is_flag=True, help="Check the index only, without reading the frames.")
+def data_check(root, protocol, partition, json_out, quick):
+    """Check the dataset at ROOT against PROTOCOL without changing anything; exits 1 when the
+    protocol cannot run as specified."""
+    from dataclasses import asdict
+
+    from .data.check import check_dataset, format_report
+    from .data.store import open_store
+    from .protocols import resolve_protocol, resolve_split
+    from .results import write_json_atomic
+
+    proto = resolve_protocol(protocol)
+    store = open_store(root)
+    proto = resolve_split(proto, store, partition)
+    report = check_dataset(store, proto, read_frames=not quick, progress=True)
+    click.echo(format_report(report))
+    if json_out:
+        write_json_atomic(json_out, {**asdict(report), "ok": report.ok})
+    if not report.ok:
+        sys.exit(1)
 
 
 def _wants_determinism(argv: list[str]) -> bool:

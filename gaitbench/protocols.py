@@ -1,46 +1,98 @@
 """Protocols: versioned declarative files that say how a dataset is split and evaluated.
 
 A protocol file (TOML) has a name, a version, the dataset layout it expects, the train/test split
-(subject id ranges, or a partition JSON given by the user) and an ``[evaluation]`` section whose
-``kind`` selects the evaluator. Nothing about views, probe types or divisors lives in code.
+and an ``[evaluation]`` section whose ``kind`` selects the evaluator:
+
+- ``view_matrix``: the single-view-gallery cross-view rank-1 matrix (CASIA-B, OU-MVLP);
+- ``retrieval``: ranked retrieval against one gallery, rank-k / mAP / mINP (GREW, Gait3D, and
+  the cross-view-gallery protocol of CASIA-B).
+
+The split lists subject ids: ``"075"`` (one id), ``"001-074"`` (an inclusive range; the width of
+the numbers is kept, so ids stay zero-padded strings), ``"00001-10305/2"`` (a range with a step)
+or a shell-style pattern such as ``"*train"``. Alternatively ``partition = "dataset"`` says the
+split comes from an OpenGait-style partition JSON: the one given with ``--partition``, else the
+dataset's own ``partition.json``. Nothing about views, probe types or divisors lives in code.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .config import from_mapping, read_toml
 from .errors import ConfigError, DataError
 
+_RANGE = re.compile(r"^(\d+)-(\d+)(?:/(\d+))?$")
+_GLOB = set("*?[")
+METRICS = ("euc", "cos", "flat_euc")
+
 
 @dataclass
 class Split:
-    """Subject ids for training and testing: ``"001-074"`` is an inclusive range (the width of
-    the numbers is kept, so ids stay zero-padded strings), anything else an id."""
+    """Subject ids for training and testing (see the module docstring for the id syntax).
+
+    ``probe_set``: sequences ``"<subject>-<type>-<view>"`` that are the probes (Gait3D's PROBE_SET);
+    ``partition``: ``""`` (the ids above) or ``"dataset"`` (an OpenGait partition file decides)."""
 
     train: list[str] = field(default_factory=list)
     test: list[str] = field(default_factory=list)
+    partition: str = ""
+    probe_set: list[str] = field(default_factory=list)
+    source: str = ""  # where the split came from (the protocol file or a partition file)
 
     def validate(self, where: str):
+        if self.partition not in ("", "dataset"):
+            raise ConfigError(f"{where}.partition: expected \"\" or \"dataset\", got {self.partition!r}")
+        if not self.partition and not (self.train and self.test):
+            raise ConfigError(f"{where}: give train and test ids, or partition = \"dataset\"")
         for name in ("train", "test"):
             for item in getattr(self, name):
                 _expand(item, f"{where}.{name}")
 
-    def ids(self, which: str) -> set[str]:
-        return {i for item in getattr(self, which) for i in _expand(item, which)}
+    @property
+    def needs_partition(self) -> bool:
+        return self.partition == "dataset" and not (self.train and self.test)
+
+    def ids(self, which: str, available=None) -> set[str]:
+        """The ids of ``which`` ("train" or "test"); patterns are matched against ``available``."""
+        out: set[str] = set()
+        avail = None if available is None else sorted(set(map(str, available)))
+        for item in getattr(self, which):
+            if _GLOB & set(item):
+                if avail is None:
+                    raise ValueError(f"the {which} split uses the pattern {item!r}: pass the available ids")
+                out.update(fnmatch.filter(avail, item))
+            else:
+                out.update(_expand(item, which))
+        return out
 
 
 def _expand(item: str, where: str) -> list[str]:
-    if "-" in item and all(part.isdigit() for part in item.split("-", 1)):
-        lo, hi = item.split("-", 1)
-        if int(lo) > int(hi):
-            raise ConfigError(f"{where}: empty id range {item!r}")
-        width = len(lo)
-        return [str(i).zfill(width) for i in range(int(lo), int(hi) + 1)]
-    return [item]
+    if _GLOB & set(item):
+        return []
+    m = _RANGE.match(item)
+    if not m:
+        return [item]
+    lo, hi, step = m.group(1), m.group(2), int(m.group(3) or 1)
+    if int(lo) > int(hi) or step < 1:
+        raise ConfigError(f"{where}: empty id range {item!r}")
+    width = len(lo)
+    return [str(i).zfill(width) for i in range(int(lo), int(hi) + 1, step)]
+
+
+def _check_metric(metric: str, where: str):
+    if metric not in METRICS:
+        raise ConfigError(f"{where}.metric: expected one of {', '.join(METRICS)}, got {metric!r}")
+
+
+def _check_sets(probe_sets: dict, where: str):
+    for name, types in probe_sets.items():
+        if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
+            raise ConfigError(f"{where}.probe_sets.{name}: expected a non-empty list of type names")
 
 
 @dataclass
@@ -58,6 +110,7 @@ class ViewMatrixEvaluation:
     # "exclude": such probes leave the cell's denominator; "both": report both conventions.
     missing_gallery: str = "miss"
     round_cells: int | None = 2  # the reference rounds each cell to 2 decimals before averaging
+    prefix_metrics: bool = True  # "NM/rank1"; false: "rank1" (a protocol with one probe set)
 
     def validate(self, where: str):
         if self.kind != "view_matrix":
@@ -68,20 +121,95 @@ class ViewMatrixEvaluation:
             raise ConfigError(f"{where}.gallery_types: must not be empty")
         if not self.probe_sets:
             raise ConfigError(f"{where}.probe_sets: must not be empty")
-        for name, types in self.probe_sets.items():
-            if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
-                raise ConfigError(f"{where}.probe_sets.{name}: expected a non-empty list of type names")
-        if self.metric not in {"euc", "cos", "flat_euc"}:
-            raise ConfigError(f"{where}.metric: expected euc, cos or flat_euc, got {self.metric!r}")
+        _check_sets(self.probe_sets, where)
+        _check_metric(self.metric, where)
         if self.missing_gallery not in {"miss", "exclude", "both"}:
             raise ConfigError(f"{where}.missing_gallery: expected miss, exclude or both, got {self.missing_gallery!r}")
+        if not self.prefix_metrics and len(self.probe_sets) != 1:
+            raise ConfigError(f"{where}.prefix_metrics = false needs exactly one probe set")
 
     @property
     def probe_types(self) -> set[str]:
         return {t for types in self.probe_sets.values() for t in types}
 
 
-EVALUATIONS = {"view_matrix": ViewMatrixEvaluation}
+@dataclass
+class SubmissionConfig:
+    """An official-style submission file for an unlabelled probe set (GREW): one row per probe,
+    its id (the probe's ``view`` label) and the ``top`` nearest gallery identities."""
+
+    probe_subject: str = "probe"
+    probe_types: list[str] = field(default_factory=list)  # empty: every type of probe_subject
+    gallery_types: list[str] = field(default_factory=list)
+    top: int = 20
+    id_column: str = "videoId"
+    # true: each identity at most once per row (its nearest sequence counts); false: the reference's
+    # ranking of gallery sequences, where an identity with two gallery sequences can appear twice
+    unique_ids: bool = True
+
+    def validate(self, where: str):
+        if self.top < 1:
+            raise ConfigError(f"{where}.top: must be >= 1")
+        if not self.gallery_types:
+            raise ConfigError(f"{where}.gallery_types: must not be empty")
+
+
+@dataclass
+class RetrievalEvaluation:
+    """Ranked retrieval of each probe against one gallery.
+
+    Probes are the test sequences of each probe set's types (``probe_sets``), or the partition's
+    PROBE_SET (``probe_from_partition``); the gallery is the test sequences of ``gallery_types``, or,
+    when that is empty, every test sequence that is not a probe. ``exclude`` removes gallery items
+    per probe; ``average`` says whether metrics are means over probes or over probe views (then each
+    view's value is rounded to ``round_values`` decimals first, as the cross-view reference does).
+    """
+
+    kind: str
+    metric: str = "euc"
+    probe_sets: dict[str, Any] = field(default_factory=dict)
+    probe_from_partition: bool = False
+    gallery_types: list[str] = field(default_factory=list)
+    exclude: str = "none"  # or "same_subject_same_view"
+    ranks: list[int] = field(default_factory=lambda: [1])
+    map: bool = False
+    minp: bool = False
+    # rank-k of a probe with no gallery item of its subject: "miss" (counted, fails) or "exclude".
+    # mAP and mINP always leave such probes out (AP is undefined without a positive).
+    missing_gallery: str = "miss"
+    average: str = "probes"  # or "probe_views"
+    views: list[str] = field(default_factory=list)  # average = "probe_views": the expected views
+    round_values: int | None = None
+    cmc_max_rank: int = 50
+    prefix_metrics: bool = True
+    submission: SubmissionConfig | None = None
+
+    def validate(self, where: str):
+        if self.kind != "retrieval":
+            raise ConfigError(f"{where}.kind: expected 'retrieval', got {self.kind!r}")
+        _check_metric(self.metric, where)
+        if self.probe_from_partition == bool(self.probe_sets):
+            raise ConfigError(f"{where}: give either probe_sets or probe_from_partition = true")
+        _check_sets(self.probe_sets, where)
+        if self.exclude not in {"none", "same_subject_same_view"}:
+            raise ConfigError(f"{where}.exclude: expected none or same_subject_same_view, got {self.exclude!r}")
+        if not self.ranks or any(r < 1 for r in self.ranks) or max(self.ranks) > self.cmc_max_rank:
+            raise ConfigError(f"{where}.ranks: expected ranks between 1 and cmc_max_rank ({self.cmc_max_rank})")
+        if self.missing_gallery not in {"miss", "exclude"}:
+            raise ConfigError(f"{where}.missing_gallery: expected miss or exclude, got {self.missing_gallery!r}")
+        if self.average not in {"probes", "probe_views"}:
+            raise ConfigError(f"{where}.average: expected probes or probe_views, got {self.average!r}")
+        if self.average == "probe_views" and not self.views:
+            raise ConfigError(f"{where}.views: average = \"probe_views\" needs the protocol's view list")
+        if not self.prefix_metrics and len(self.probe_sets) > 1:
+            raise ConfigError(f"{where}.prefix_metrics = false needs exactly one probe set")
+
+    @property
+    def set_names(self) -> list[str]:
+        return list(self.probe_sets) if self.probe_sets else ["probe"]
+
+
+EVALUATIONS = {"view_matrix": ViewMatrixEvaluation, "retrieval": RetrievalEvaluation}
 
 
 @dataclass
@@ -97,20 +225,25 @@ class Protocol:
 
     def with_partition(self, path: str | Path) -> "Protocol":
         """This protocol with the split read from an OpenGait-style partition JSON."""
-        return _replace_split(self, load_partition(path))
+        return replace(self, split=load_partition(path))
+
+    def with_evaluation(self, **changes) -> "Protocol":
+        """This protocol with evaluation options changed (``--set metric=cos``), validated again."""
+        from dataclasses import asdict
+
+        ev = self.evaluation
+        data = {**asdict(ev), **changes}
+        if data.get("submission") is None:
+            data.pop("submission", None)
+        return replace(self, evaluation=from_mapping(type(ev), data, f"{self.describe()} [evaluation]"))
 
     def describe(self) -> str:
         return f"{self.name} v{self.version}"
 
 
-def _replace_split(proto: Protocol, split: Split) -> Protocol:
-    from dataclasses import replace
-
-    return replace(proto, split=split)
-
-
 def load_partition(path: str | Path) -> Split:
-    """``{"TRAIN_SET": [...], "TEST_SET": [...]}`` as written by OpenGait's dataset tools."""
+    """``{"TRAIN_SET": [...], "TEST_SET": [...], "PROBE_SET": [...]}`` as OpenGait's dataset tools
+    write them (PROBE_SET only for Gait3D)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text("utf-8"))
@@ -120,7 +253,11 @@ def load_partition(path: str | Path) -> Split:
         raise DataError(f"partition file {path} is not readable JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("TRAIN_SET"), list) or not isinstance(data.get("TEST_SET"), list):
         raise DataError(f"partition file {path}: expected an object with lists TRAIN_SET and TEST_SET")
-    return Split(train=[str(i) for i in data["TRAIN_SET"]], test=[str(i) for i in data["TEST_SET"]])
+    probe = data.get("PROBE_SET", [])
+    if not isinstance(probe, list):
+        raise DataError(f"partition file {path}: PROBE_SET must be a list of \"<id>-<type>-<view>\" strings")
+    return Split(train=[str(i) for i in data["TRAIN_SET"]], test=[str(i) for i in data["TEST_SET"]],
+                 partition="dataset", probe_set=[str(i) for i in probe], source=str(path))
 
 
 def load_protocol(source) -> Protocol:
@@ -136,9 +273,12 @@ def load_protocol(source) -> Protocol:
     data = dict(data)
     evaluation = from_mapping(EVALUATIONS[kind], data.pop("evaluation"), f"{where} [evaluation]")
     rest = from_mapping(_ProtocolHead, data, where)
+    split = replace(rest.split, source=str(source))
+    if getattr(evaluation, "probe_from_partition", False) and split.partition != "dataset":
+        raise ConfigError(f"{where}: probe_from_partition needs [split] partition = \"dataset\"")
     return Protocol(
         name=rest.name, version=rest.version, description=rest.description, dataset=rest.dataset,
-        split=rest.split, evaluation=evaluation, reference=rest.reference, source=str(source),
+        split=split, evaluation=evaluation, reference=rest.reference, source=str(source),
     )
 
 
@@ -166,3 +306,18 @@ def resolve_protocol(name_or_path: str, plugins=None) -> Protocol:
     if name_or_path not in protocols:
         raise ConfigError(did_you_mean(name_or_path, protocols, "protocol"))
     return protocols[name_or_path].obj
+
+
+def resolve_split(protocol: Protocol, store=None, partition: str | Path | None = None) -> Protocol:
+    """The protocol with its split settled: ``--partition`` wins; a protocol that takes its split
+    from a partition file uses the dataset's own ``partition.json`` when none is given."""
+    if partition:
+        return protocol.with_partition(partition)
+    if protocol.split.needs_partition:
+        own = Path(store.root) / "partition.json" if store is not None else None
+        if own is not None and own.is_file():
+            return protocol.with_partition(own)
+        raise DataError(f"protocol {protocol.describe()} takes its split from a partition file: pass --partition "
+                        f"PATH (OpenGait's {protocol.dataset} JSON with TRAIN_SET, TEST_SET"
+                        f"{', PROBE_SET' if getattr(protocol.evaluation, 'probe_from_partition', False) else ''})")
+    return protocol

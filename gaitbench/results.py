@@ -10,19 +10,35 @@ from typing import Any
 from tabulate import tabulate
 
 
-def view_matrix_table(report, tablefmt: str = "github") -> str:
-    """Rank-1 per probe view (mean over the gallery views) for every probe set, plus the mean: the
-    layout of the CASIA-B tables in papers."""
-    sets = [k for k in report.tables if isinstance(report.tables[k], dict) and "per_probe_view" in report.tables[k]]
+def report_table(report, tablefmt: str = "github") -> str:
+    """The report as the papers print it. View-matrix protocols: rank-1 per probe view (mean over
+    the gallery views) for every probe set, plus the mean (the CASIA-B table layout). Retrieval
+    protocols averaged over probe views: one row per probe set and metric. Otherwise one row per
+    probe set with its metrics."""
+    tables = report.tables
+    sets = [k for k in tables if isinstance(tables[k], dict) and "per_probe_view" in tables[k]]
+    if sets and "views" in tables[sets[0]]:
+        views = list(tables[sets[0]]["views"])
+        rows = []
+        for name in sets:
+            per_view = tables[name]["per_probe_view"]
+            mean = report.metrics.get(f"{name}/rank1", report.metrics.get("rank1") if len(sets) == 1 else None)
+            rows.append([name] + [per_view.get(v) for v in views] + [mean])
+        return tabulate(rows, headers=["probe"] + views + ["mean"], tablefmt=tablefmt, floatfmt=".2f")
+    if sets:
+        views = list(tables[sets[0]]["per_probe_view"])
+        rows = []
+        for name in sets:
+            per_view = tables[name]["per_probe_view"]
+            for metric, mean in tables[name]["values"].items():
+                rows.append([name, metric] + [per_view[v].get(metric) for v in views] + [mean])
+        return tabulate(rows, headers=["probe", "metric"] + views + ["mean"], tablefmt=tablefmt, floatfmt=".2f")
+    sets = [k for k in tables if isinstance(tables[k], dict) and "values" in tables[k]]
     if not sets:
         return ""
-    views = list(report.tables[sets[0]]["views"])
-    rows = []
-    for name in sets:
-        per_view = report.tables[name]["per_probe_view"]
-        mean = report.metrics.get(f"{name}/rank1")
-        rows.append([name] + [per_view.get(v) for v in views] + [mean])
-    return tabulate(rows, headers=["probe"] + views + ["mean"], tablefmt=tablefmt, floatfmt=".2f")
+    names = list(tables[sets[0]]["values"])
+    rows = [[name] + [tables[name]["values"].get(m) for m in names] + [tables[name]["num_probes"]] for name in sets]
+    return tabulate(rows, headers=["probes"] + names + ["n"], tablefmt=tablefmt, floatfmt=".2f")
 
 
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
@@ -59,3 +75,12 @@ def read_json(path: str | Path) -> dict[str, Any]:
         raise GaitbenchError(f"{path} not found") from None
     except (OSError, ValueError) as exc:
         raise GaitbenchError(f"{path} is not readable JSON: {exc}") from None
+
+
+def describe_metrics(protocol) -> str:
+    """A short title for the printed table: what the numbers are."""
+    ev = protocol.evaluation
+    if ev.kind == "view_matrix":
+        return "rank-1 (%), " + ("identical view excluded" if ev.exclude_identical_view else "all view pairs")
+    names = [f"rank-{k}" for k in ev.ranks] + (["mAP"] if ev.map else []) + (["mINP"] if ev.minp else [])
+    return ", ".join(names) + " (%)"

@@ -31,6 +31,9 @@ class RunSettings:
     deterministic: bool = False  # torch's deterministic algorithms
     train_only: bool = False  # stop after training (`gaitbench train`)
     checkpoint: str | None = None  # initial weights (e.g. imported from OpenGait)
+    stages: list[str] = field(default_factory=list)  # post-processing stages, after the recipe's
+    strict: bool = False  # an unreadable sequence stops the run instead of being reported and skipped
+    workers: int = 0  # loader processes for training batches (the batches do not depend on it)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -41,18 +44,18 @@ class RunSettings:
 def select_rows(store, protocol) -> tuple[np.ndarray, np.ndarray]:
     """Rows of the training and test subjects; errors say what the protocol expected."""
     subjects = store.index["subject"].to_numpy().astype(str)
-    train_ids, test_ids = protocol.split.ids("train"), protocol.split.ids("test")
+    present = sorted(set(subjects))
+    train_ids, test_ids = protocol.split.ids("train", present), protocol.split.ids("test", present)
     if train_ids & test_ids:
         raise DataError(f"protocol {protocol.describe()}: subjects in both train and test: "
                         f"{sorted(train_ids & test_ids)[:10]}")
     train = np.flatnonzero(np.isin(subjects, sorted(train_ids)))
     test = np.flatnonzero(np.isin(subjects, sorted(test_ids)))
-    present = sorted(set(subjects))
-    for name, rows, ids in (("training", train, train_ids), ("test", test, test_ids)):
+    for name, rows, spec in (("training", train, protocol.split.train), ("test", test, protocol.split.test)):
         if len(rows) == 0:
             raise DataError(
                 f"the {name} split of protocol {protocol.describe()} selects no sequences: it expects subjects "
-                f"{_summarise(sorted(ids))}, the dataset at {store.root} has {_summarise(present)}; "
+                f"{_summarise(list(spec))}, the dataset at {store.root} has {_summarise(present)}; "
                 "pass --partition with an OpenGait-style JSON to choose the split")
     return train, test
 
@@ -64,8 +67,11 @@ def _summarise(ids: list[str]) -> str:
 
 
 def embed(model, store, rows: np.ndarray, *, device: str = "cpu", max_frames_per_batch: int = 4096,
-          max_sequences: int = 64, progress: bool = True) -> np.ndarray:
-    """Embeddings ``[len(rows), C, P]`` float32 of whole sequences, in the order of ``rows``."""
+          max_sequences: int = 64, progress: bool = True, skipped: dict | None = None) -> np.ndarray:
+    """Embeddings ``[len(rows), C, P]`` float32 of whole sequences, in the order of ``rows``.
+
+    ``skipped``: a dict to collect sequences that cannot be read (``{row: reason}``) instead of
+    stopping; their rows of the result are zeros and must be left out by the caller."""
     import torch
     from tqdm.auto import tqdm
 
@@ -77,7 +83,8 @@ def embed(model, store, rows: np.ndarray, *, device: str = "cpu", max_frames_per
     done = 0
     with torch.inference_mode(), tqdm(total=len(rows), desc="embedding", unit="seq", disable=not progress,
                                       dynamic_ncols=True) as bar:
-        for batch_rows, sils, lengths in sequence_batches(store, rows, max_frames_per_batch, max_sequences):
+        for batch_rows, sils, lengths in sequence_batches(store, rows, max_frames_per_batch, max_sequences,
+                                                          skipped=skipped):
             x = torch.from_numpy(sils).to(device)
             lens = torch.from_numpy(lengths).to(device)
             emb = model(x, lengths=lens)["embeddings"].float().cpu().numpy()
@@ -86,19 +93,22 @@ def embed(model, store, rows: np.ndarray, *, device: str = "cpu", max_frames_per
             out[[position[int(r)] for r in batch_rows]] = emb
             done += len(batch_rows)
             bar.update(len(batch_rows))
-    if out is None or done != len(rows):
-        raise GaitbenchError(f"embedded {done} of {len(rows)} sequences")
+    missing = len(rows) - done - len(skipped or {})
+    if out is None or missing:
+        raise GaitbenchError(f"embedded {done} of {len(rows)} sequences ({len(skipped or {})} unreadable)")
     return out
 
 
-def save_embeddings(path: str | Path, embeddings: np.ndarray, index, rows, **meta) -> Path:
-    """The embeddings file of DESIGN.md: ``embeddings`` plus ``subjects``, ``types``, ``views``."""
+def save_embeddings(path: str | Path, embeddings: np.ndarray, index, rows, probe_set=(), **meta) -> Path:
+    """The embeddings file of DESIGN.md: ``embeddings`` plus ``subjects``, ``types``, ``views``;
+    ``probe_set`` (the partition's PROBE_SET, Gait3D) is kept so ``evaluate`` needs no partition."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sel = index.iloc[rows]
+    extra = {"probe_set": np.asarray(list(probe_set), dtype=str)} if len(probe_set) else {}
     np.savez(path, embeddings=embeddings, subjects=sel["subject"].to_numpy().astype(str),
              types=sel["type"].to_numpy().astype(str), views=sel["view"].to_numpy().astype(str),
-             **{k: np.asarray(str(v)) for k, v in meta.items()})
+             **extra, **{k: np.asarray(str(v)) for k, v in meta.items()})
     return path
 
 
@@ -127,6 +137,19 @@ def load_store(settings: RunSettings, protocol, dist, echo):
     return store
 
 
+def default_recipe(method, protocol, *, synthetic: bool) -> str:
+    """``quick`` on the built-in synthetic data; on real data the method's paper recipe for the
+    protocol, else for the protocol's dataset (``casiab-crossview`` trains as ``casiab``)."""
+    if synthetic:
+        return "quick"
+    names = method.recipe_names()
+    for name in (protocol.name, protocol.dataset):
+        if name in names:
+            return name
+    raise GaitbenchError(f"method {method.name!r} has no recipe for protocol {protocol.name!r} or dataset "
+                         f"{protocol.dataset!r} (it has {', '.join(names)}): choose one with --recipe NAME|FILE")
+
+
 def _out_dir(settings: RunSettings, method, protocol, dist) -> Path:
     if settings.out:
         return Path(settings.out)
@@ -146,8 +169,9 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
     from .data.sampling import TripletSampler
     from .evaluation.engine import evaluate
     from .plugins import get_plugins
-    from .protocols import resolve_protocol
-    from .results import view_matrix_table, write_json_atomic
+    from .evaluation.pipeline import resolve_stages
+    from .protocols import resolve_protocol, resolve_split
+    from .results import describe_metrics, report_table, write_json_atomic
     from .training.checkpoint import read_checkpoint
     from .training.distributed import from_environment, gather_rows
     from .training.recipe import resolve_recipe
@@ -158,15 +182,14 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
     t0 = time.perf_counter()
     method = plugins.method(settings.method)
     protocol = resolve_protocol(settings.protocol, plugins)
-    if settings.partition:
-        protocol = protocol.with_partition(settings.partition)
-    recipe_name = settings.recipe or ("quick" if settings.data_root is None else protocol.name)
+    recipe_name = settings.recipe or default_recipe(method, protocol, synthetic=settings.data_root is None)
     recipe = resolve_recipe(method, recipe_name, settings.overrides)
     iterations = recipe.train.iterations if settings.iterations is None else settings.iterations
     if iterations < 0:
         raise GaitbenchError("--iterations must be >= 0")
     variant = recipe.variant or method.default_variant
     method.variant_kwargs(variant)  # fail early on an unknown variant
+    stages = resolve_stages(list(recipe.eval.stages) + list(settings.stages), recipe.stages, plugins)
 
     import torch
 
@@ -182,6 +205,7 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
     # -- data
     t = time.perf_counter()
     store = load_store(settings, protocol, dist, say)
+    protocol = resolve_split(protocol, store, settings.partition)
     train_rows, test_rows = select_rows(store, protocol)
     timings["data_s"] = round(time.perf_counter() - t, 3)
 
@@ -221,7 +245,11 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
     s = recipe.sampler
     if dist.enabled and (s.P * s.K) % dist.world_size:
         raise GaitbenchError(f"P x K = {s.P * s.K} must be divisible by the {dist.world_size} processes")
-    sampler = TripletSampler(store, train_rows, s.P, s.K, s.frames, s.order, s.skip, seed=settings.seed)
+    sampler = TripletSampler(store, train_rows, s.P, s.K, s.frames, s.order, s.skip, seed=settings.seed,
+                             min_frames=s.min_frames, workers=settings.workers, strict=settings.strict)
+    if sampler.left_out:
+        say(f"left out of training: {len(sampler.left_out)} sequences shorter than {s.min_frames} frames "
+            f"(sampler.min_frames), e.g. {sampler.problems()['examples'][0]}")
     trainer = Trainer(model, recipe, sampler, method=method, variant=variant, device=device, plugins=plugins,
                       out_dir=out_dir, progress=settings.progress, data_fingerprint=store.fingerprint,
                       model_kwargs=model_kwargs, dist=dist, echo=say)
@@ -235,8 +263,14 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
         resumed_from = {"checkpoint": str(ckpt_path), "iteration": trainer.step}
         say(f"resuming from {ckpt_path} (iteration {trainer.step})")
     t = time.perf_counter()
-    history = trainer.train(iterations)
+    try:
+        history = trainer.train(iterations)
+    finally:
+        sampler.close()
     timings["train_s"] = round(time.perf_counter() - t, 3)
+    if sampler.skipped:
+        say(f"WARNING: {len(sampler.skipped)} training sequences could not be read and were replaced by another "
+            f"of the same subject, e.g. {sampler.problems()['examples'][-1]} (--strict makes this an error)")
     ckpt = trainer.save("final")
     if settings.train_only:
         say(f"training done: {ckpt}")
@@ -245,17 +279,34 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
     # -- embed and evaluate (model selection is explicit: the final weights)
     t = time.perf_counter()
     local_rows = test_rows[dist.rank::dist.world_size]
+    unreadable: dict[int, str] = {}
     emb = embed(model, store, local_rows, device=device, max_frames_per_batch=recipe.eval.max_frames_per_batch,
-                max_sequences=recipe.eval.max_sequences_per_batch, progress=settings.progress and dist.is_main)
+                max_sequences=recipe.eval.max_sequences_per_batch, progress=settings.progress and dist.is_main,
+                skipped=None if settings.strict else unreadable)
     emb = gather_rows(local_rows, emb, test_rows, dist)
+    if dist.enabled:
+        import torch.distributed as td
+
+        parts: list = [None] * dist.world_size
+        td.all_gather_object(parts, unreadable)
+        unreadable = {k: v for part in parts for k, v in part.items()}
     timings["embed_s"] = round(time.perf_counter() - t, 3)
     if not dist.is_main:
         return None
+    if unreadable:
+        keep = ~np.isin(test_rows, list(unreadable))
+        emb, test_rows = emb[keep], test_rows[keep]
+        say(f"WARNING: {len(unreadable)} test sequences could not be read and are left out of the evaluation, e.g. "
+            f"{store.describe_row(next(iter(unreadable)))}: {next(iter(unreadable.values()))} "
+            "(--strict makes this an error)")
     save_embeddings(out_dir / "embeddings.npz", emb, store.index, test_rows, method=method.name,
-                    protocol=protocol.name, synthetic=store.synthetic, dataset_fingerprint=store.fingerprint)
+                    protocol=protocol.name, synthetic=store.synthetic, dataset_fingerprint=store.fingerprint,
+                    probe_set=protocol.split.probe_set)
     labels = store.index.iloc[test_rows]
-    report = evaluate(protocol, emb, labels["subject"], labels["type"], labels["view"], device=device)
-    timings["evaluate_s"] = report.timings["metrics_s"]
+    report = evaluate(protocol, emb, labels["subject"], labels["type"], labels["view"], device=device,
+                      stages=stages)
+    timings["evaluate_s"] = report.timings["evaluate_s"]
+    timings["evaluation"] = report.timings
     plugins.evaluate_end(settings, report)
     timings["total_s"] = round(time.perf_counter() - t0, 3)
 
@@ -267,7 +318,8 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
         "protocol": protocol.name,
         "protocol_version": protocol.version,
         "split": {"train": protocol.split.train, "test": protocol.split.test,
-                  "partition": settings.partition},
+                  "partition": protocol.split.source if protocol.split.partition else None,
+                  "probe_set": len(protocol.split.probe_set) or None},
         "dataset": store.describe(),
         "config": to_dict(recipe),
         "seed": settings.seed,
@@ -288,17 +340,23 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
             "plugin": {"name": plugin_info.name, "distribution": plugin_info.distribution,
                        "version": plugin_info.version} if plugin_info else None,
         },
-        "stages": [],
+        "stages": report.stages,
+        "data_problems": {
+            "training": sampler.problems(),
+            "test_unreadable": len(unreadable),
+            "test_examples": [f"{store.describe_row(r)}: {why}" for r, why in list(unreadable.items())[:5]],
+        },
         "training": {"final": history[-1] if history else None, "resumed_from": resumed_from,
                      "initial_checkpoint": settings.checkpoint},
         "evaluated_checkpoint": str(ckpt),
         "checkpoint": str(ckpt),
     }
     write_json_atomic(out_dir / "result.json", result)
-    header = (f"{method.name} [{variant}] on {protocol.describe()} - rank-1 (%), identical view excluded"
-              f"{' - SYNTHETIC DATA' if store.synthetic else ''}")
+    header = (f"{method.name} [{variant}] on {protocol.describe()} - {describe_metrics(protocol)}"
+              f"{' - SYNTHETIC DATA' if store.synthetic else ''}"
+              f"{'; stages: ' + ', '.join(s['name'] for s in report.stages) if report.stages else ''}")
     echo("")
     echo(header)
-    echo(view_matrix_table(report))
+    echo(report_table(report))
     echo(f"\nrun written to {out_dir}/result.json ({timings['total_s']:.0f} s)")
     return result

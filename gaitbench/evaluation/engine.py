@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -24,33 +27,209 @@ class Report:
     num_sequences: int = 0
 
 
-def evaluate(protocol, embeddings: np.ndarray, subjects, types, views, *, device: str = "cpu",
-             metric: str | None = None) -> Report:
-    """Evaluate test-set ``embeddings`` ``[N, C, P]`` (or ``[N, D]``) with their labels."""
-    subjects, types, views = (np.asarray(a).astype(str) for a in (subjects, types, views))
-    n = len(embeddings)
-    if not (len(subjects) == len(types) == len(views) == n):
-        raise DataError(f"embeddings ({n}) and labels (subjects {len(subjects)}, types {len(types)}, "
-                        f"views {len(views)}) differ in length")
-    ev = protocol.evaluation
-    started = time.perf_counter()
-    if ev.kind == "view_matrix":
-        from .view_matrix import evaluate_view_matrix
+def _check_inputs(embeddings, subjects, types, views):
+    sources = list(embeddings) if isinstance(embeddings, (list, tuple)) else [embeddings]
+    out = []
+    for k, emb in enumerate(sources):
+        emb = np.asarray(emb)
+        if emb.ndim == 2:
+            emb = emb[:, :, None]
+        if emb.ndim != 3 or emb.dtype.kind != "f":
+            raise DataError(f"embeddings must be float [N, C, P] (or [N, D]); found {emb.dtype} {emb.shape}")
+        out.append(np.ascontiguousarray(emb))
+    n = len(out[0])
+    if any(len(e) != n for e in out):
+        raise DataError(f"fused embeddings differ in length: {[len(e) for e in out]}")
+    labels = []
+    for name, arr in (("subjects", subjects), ("types", types), ("views", views)):
+        arr = np.asarray(arr).astype(str)
+        if len(arr) != n:
+            raise DataError(f"embeddings ({n}) and {name} ({len(arr)}) differ in length")
+        labels.append(arr)
+    if n == 0:
+        raise DataError("there are no embeddings to evaluate")
+    from .view_matrix import _nonfinite_rows
 
-        try:
-            result = evaluate_view_matrix(
-                embeddings, subjects, types, views,
-                probe_sets=ev.probe_sets, gallery_types=ev.gallery_types, view_list=ev.views,
-                metric=metric or ev.metric, exclude_identical_view=ev.exclude_identical_view,
-                round_cells=ev.round_cells, device=device, report_valid=ev.missing_gallery in {"exclude", "both"},
-            )
-        except ValueError as exc:
-            raise DataError(f"cannot evaluate under protocol {protocol.describe()}: {exc}") from None
-        metrics = dict(result.metrics)
-        if ev.missing_gallery == "exclude":  # the "valid" convention becomes the headline number
-            metrics = {k.replace("/rank1_valid", "/rank1"): v for k, v in metrics.items() if k.endswith("_valid")}
-        tables = result.tables
-    else:  # pragma: no cover - protocols are validated on load
-        raise DataError(f"protocol {protocol.describe()}: unsupported evaluation kind {ev.kind!r}")
-    return Report(protocol.name, protocol.version, metrics, tables,
-                  {"metrics_s": round(time.perf_counter() - started, 4)}, num_sequences=n)
+    for emb in out:
+        bad = _nonfinite_rows(emb)
+        if bad.size:
+            first = ", ".join(f"{labels[0][i]}/{labels[1][i]}/{labels[2][i]}" for i in bad[:5])
+            raise DataError(f"embeddings contain NaN/inf in {bad.size} sequence(s), first: {first}")
+    return out, labels
+
+
+def evaluate(protocol, embeddings, subjects, types, views, *, device: str = "cpu", metric: str | None = None,
+             stages: Sequence = (), max_bytes: int | None = None) -> Report:
+    """Evaluate test-set ``embeddings`` ``[N, C, P]`` (or ``[N, D]``; or a list of such arrays of the
+    same sequences, whose distances are averaged) with their labels.
+
+    ``stages``: ``[(Stage, params)]`` post-processing applied to each probe-set x gallery problem.
+    ``max_bytes``: memory budget of the distance blocks (default 512 MB)."""
+    from .source import DistanceSource
+
+    sources, (subj, typ, vw) = _check_inputs(embeddings, subjects, types, views)
+    ev = protocol.evaluation
+    metric = metric or ev.metric
+    source = DistanceSource(sources, metric, device=device, stages=stages, max_bytes=max_bytes)
+    started = time.perf_counter()
+    try:
+        if ev.kind == "view_matrix":
+            metrics, tables = _view_matrix(ev, sources[0], subj, typ, vw, metric, device, source)
+        elif ev.kind == "retrieval":
+            metrics, tables = _retrieval(protocol, subj, typ, vw, source)
+        else:  # pragma: no cover - protocols are validated on load
+            raise DataError(f"protocol {protocol.describe()}: unsupported evaluation kind {ev.kind!r}")
+    except ValueError as exc:
+        raise DataError(f"cannot evaluate under protocol {protocol.describe()}: {exc}") from None
+    total = time.perf_counter() - started
+    timings = source.timings()
+    timings["metrics_s"] = round(max(0.0, total - source.seconds - source.stage_seconds), 4)
+    timings["evaluate_s"] = round(total, 4)
+    if metric != ev.metric:
+        tables.setdefault("settings", {})["metric"] = metric
+    return Report(protocol.name, protocol.version, metrics, tables, timings, stages=source.records,
+                  num_sequences=len(subj))
+
+
+def _view_matrix(ev, emb, subj, typ, vw, metric, device, source):
+    from .view_matrix import evaluate_view_matrix
+
+    result = evaluate_view_matrix(
+        emb, subj, typ, vw, probe_sets=ev.probe_sets, gallery_types=ev.gallery_types, view_list=ev.views,
+        metric=metric, exclude_identical_view=ev.exclude_identical_view, round_cells=ev.round_cells,
+        device=device, report_valid=ev.missing_gallery in {"exclude", "both"}, source=source,
+    )
+    metrics = dict(result.metrics)
+    if ev.missing_gallery == "exclude":  # the "valid" convention becomes the headline number
+        metrics = {k.replace("/rank1_valid", "/rank1"): v for k, v in metrics.items() if k.endswith("_valid")}
+    if not ev.prefix_metrics:
+        metrics = {k.split("/", 1)[1]: v for k, v in metrics.items()}
+    return metrics, result.tables
+
+
+def _codes(labels: np.ndarray) -> np.ndarray:
+    return np.unique(labels, return_inverse=True)[1].astype(np.int64)
+
+
+def probe_keys(subj, typ, vw) -> np.ndarray:
+    """``"<subject>-<type>-<view>"``: how a partition's PROBE_SET names sequences."""
+    return np.char.add(np.char.add(np.char.add(np.char.add(subj, "-"), typ), "-"), vw)
+
+
+def _retrieval_sets(protocol, subj, typ, vw) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    ev = protocol.evaluation
+    sub = ev.submission
+    labelled = subj != sub.probe_subject if sub is not None else np.ones(len(subj), bool)
+    if ev.probe_from_partition:
+        wanted = set(protocol.split.probe_set)
+        if not wanted:
+            raise ValueError(f"the partition ({protocol.split.source or 'none given'}) has no PROBE_SET; "
+                             "pass --partition with the dataset's partition JSON")
+        pm = np.isin(probe_keys(subj, typ, vw), sorted(wanted))
+        if not pm.any():
+            example = next(iter(sorted(wanted)))
+            raise ValueError(f"none of the {len(wanted)} PROBE_SET sequences of {protocol.split.source} is among "
+                             f"the embeddings (e.g. {example!r}; keys are '<subject>-<type>-<view>')")
+        sets = {"probe": pm}
+    else:
+        sets = {}
+        for name, ptypes in ev.probe_sets.items():
+            pm = np.isin(typ, ptypes) & labelled
+            if not pm.any():
+                raise ValueError(f"no probes for probe set {name!r} (types {ptypes}); the embeddings have types "
+                                 f"{sorted(set(typ.tolist()))[:12]}")
+            sets[name] = pm
+    if ev.gallery_types:
+        gm = np.isin(typ, ev.gallery_types) & labelled
+    else:
+        gm = labelled & ~np.logical_or.reduce(list(sets.values()))
+    if not gm.any():
+        raise ValueError(f"the gallery is empty (types {ev.gallery_types or 'all non-probe test sequences'})")
+    return sets, gm
+
+
+def _retrieval(protocol, subj, typ, vw, source):
+    from .retrieval import ProbeScores, cmc_curve, score_probes, summarise
+
+    ev = protocol.evaluation
+    sets, gm = _retrieval_sets(protocol, subj, typ, vw)
+    g_idx = np.flatnonzero(gm)
+    subj_code = _codes(subj)
+    view_code = _codes(vw) if ev.exclude == "same_subject_same_view" else None
+    ranking = ev.map or ev.minp
+    metrics: dict[str, float] = {}
+    tables: dict[str, Any] = {"settings": {
+        "metric": source.metric, "exclude": ev.exclude, "missing_gallery": ev.missing_gallery,
+        "average": ev.average, "tie_break": "stable: the gallery item earliest in input order ranks first",
+        "num_gallery": int(len(g_idx))}}
+    for name, pm in sets.items():
+        p_idx = np.flatnonzero(pm)
+        if ev.average == "probe_views":
+            absent = [v for v in ev.views if not (vw[p_idx] == v).any()]
+            if absent:
+                raise ValueError(f"probe set {name!r} has no probes at view(s) {absent} of the protocol's views")
+        scores = score_probes(source, p_idx, g_idx, subj_code, ranking=ranking, views_code=view_code, name=name)
+        kw = dict(want_map=ev.map, want_minp=ev.minp, missing_gallery=ev.missing_gallery)
+        table: dict[str, Any] = {"num_probes": int(len(p_idx)), "num_valid": int((scores.positives > 0).sum()),
+                                 "num_gallery": int(len(g_idx))}
+        if ev.average == "probes":
+            values = summarise(scores, ev.ranks, where=f"probe set {name!r}", **kw)
+            table["cmc"] = cmc_curve(scores, ev.cmc_max_rank, ev.missing_gallery, len(g_idx))
+        else:
+            p_views = vw[p_idx]
+            extra = sorted(set(p_views.tolist()) - set(ev.views))
+            if extra:
+                tables.setdefault("ignored_views", sorted(set(tables.get("ignored_views", [])) | set(extra)))
+            per_view: dict[str, dict[str, float]] = {}
+            for v in ev.views:
+                sel = p_views == v
+                sub = ProbeScores(scores.first[sel], scores.ap[sel], scores.inp[sel], scores.positives[sel])
+                vals = summarise(sub, ev.ranks, where=f"probe set {name!r} view {v}", **kw)
+                if ev.round_values is not None:
+                    vals = {k: round(x, ev.round_values) for k, x in vals.items()}
+                per_view[v] = vals
+            values = {k: float(np.mean([per_view[v][k] for v in ev.views])) for k in per_view[ev.views[0]]}
+            table["per_probe_view"] = per_view
+        table["values"] = values
+        tables[name] = table
+        for k, x in values.items():
+            metrics[f"{name}/{k}" if ev.prefix_metrics else k] = x
+    return metrics, tables
+
+
+def write_submission(protocol, embeddings, subjects, types, views, path: str | Path, *, device: str = "cpu",
+                     metric: str | None = None, stages: Sequence = ()) -> dict[str, Any]:
+    """The official-style submission CSV of a protocol with a ``[evaluation.submission]`` section
+    (GREW): header ``<id_column>,rank1..rank<top>``, one row per unlabelled probe (its ``view`` label
+    is the video id), identities written as the strings they are (leading zeros kept)."""
+    from .retrieval import top_identities
+    from .source import DistanceSource
+
+    ev = protocol.evaluation
+    sub = getattr(ev, "submission", None)
+    if sub is None:
+        raise DataError(f"protocol {protocol.describe()} defines no submission file")
+    sources, (subj, typ, vw) = _check_inputs(embeddings, subjects, types, views)
+    pm = subj == sub.probe_subject
+    if sub.probe_types:
+        pm &= np.isin(typ, sub.probe_types)
+    if not pm.any():
+        raise DataError(f"no unlabelled probes (subject {sub.probe_subject!r}, types {sub.probe_types or 'any'}) "
+                        "among the embeddings: embed the test set including the probe set")
+    gm = np.isin(typ, sub.gallery_types) & (subj != sub.probe_subject)
+    if not gm.any():
+        raise DataError(f"the submission gallery (types {sub.gallery_types}) is empty")
+    source = DistanceSource(sources, metric or ev.metric, device=device, stages=stages)
+    p_idx, g_idx = np.flatnonzero(pm), np.flatnonzero(gm)
+    top = top_identities(source, p_idx, g_idx, subj[g_idx], sub.top, unique=sub.unique_ids)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([sub.id_column] + [f"rank{i}" for i in range(1, sub.top + 1)])
+        for video, row in zip(vw[p_idx], top):
+            writer.writerow([video, *row])
+    os.replace(tmp, path)
+    return {"path": str(path), "probes": int(len(p_idx)), "gallery": int(len(g_idx)), "top": sub.top,
+            "unique_ids": sub.unique_ids, "stages": source.records}

@@ -151,3 +151,63 @@ def reference_view_matrix(
             table["valid"] = {"matrix": vmatrix, "per_probe_view": vrows}
         tables[set_name] = table
     return ViewMatrixResult(metrics=metrics, tables=tables)
+
+
+def reference_rank_metrics(dist, probe_labels, gallery_labels, max_rank: int = 50):
+    """Gait3D-style metrics, one probe at a time (the reference's ``evaluate_rank`` written out):
+    returns ``(cmc [max_rank], mAP, mINP, num_valid)`` as fractions. Probes without a positive in
+    the gallery are skipped. Ties: stable (earliest gallery item first)."""
+    dist = np.asarray(dist, dtype=np.float64)
+    num_q, num_g = dist.shape
+    max_rank = min(max_rank, num_g)
+    cmcs, aps, inps = [], [], []
+    for q in range(num_q):
+        order = np.argsort(dist[q], kind="stable")
+        matches = [1 if gallery_labels[j] == probe_labels[q] else 0 for j in order]
+        if sum(matches) == 0:
+            continue
+        hits_so_far, precision_sum, last = 0, 0.0, 0
+        cmc = []
+        for k, m in enumerate(matches):
+            if m:
+                hits_so_far += 1
+                precision_sum += hits_so_far / (k + 1)
+                last = k
+            if k < max_rank:
+                cmc.append(1.0 if hits_so_far > 0 else 0.0)
+        positives = sum(matches)
+        cmcs.append(cmc)
+        aps.append(precision_sum / positives)
+        inps.append(positives / (last + 1))
+    if not cmcs:
+        raise ValueError("no probe has a positive in the gallery")
+    return np.mean(np.asarray(cmcs), axis=0), float(np.mean(aps)), float(np.mean(inps)), len(cmcs)
+
+
+def reference_cross_view(dist, probe_ids, gallery_ids, probe_views, gallery_views, decimals: int = 2):
+    """The cross-view-gallery protocol's per-view loop (``compute_ACC_mAP`` written out): for each
+    probe view, ACC = mean rank-1 over its probes (probes without a positive count as 0) and mAP =
+    mean AP over the probes with a positive, gallery items of the probe's subject at the probe's
+    view removed; each rounded, then the unweighted mean over views. Returns ``(acc, mAP)`` in %."""
+    dist = np.asarray(dist, dtype=np.float64)
+    accs, maps = [], []
+    for view in sorted(set(probe_views)):
+        acc, aps = [], []
+        for q in range(len(probe_ids)):
+            if probe_views[q] != view:
+                continue
+            keep = [j for j in range(len(gallery_ids))
+                    if not (gallery_ids[j] == probe_ids[q] and gallery_views[j] == probe_views[q])]
+            order = sorted(keep, key=lambda j: (dist[q, j], j))
+            matches = [1 if gallery_ids[j] == probe_ids[q] else 0 for j in order]
+            acc.append(matches[0])
+            if sum(matches):
+                hits, total = 0, 0.0
+                for k, m in enumerate(matches):
+                    if m:
+                        hits += 1
+                        total += hits / (k + 1)
+                aps.append(total / sum(matches))
+        accs.append(round(100 * sum(acc) / len(acc), decimals))
+        maps.append(round(100 * sum(aps) / len(aps), decimals))
+    return float(np.mean(accs)), float(np.mean(maps))

@@ -52,7 +52,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from gaitbench.evaluation.distance import METRICS, prepare, prepared_distance
+from gaitbench.evaluation.distance import METRICS
 
 __all__ = ["ViewMatrixResult", "evaluate_view_matrix", "de_diag", "RESERVED_TABLE_KEYS"]
 
@@ -146,6 +146,7 @@ def evaluate_view_matrix(
     round_cells: int | None = 2,
     device: str = "cpu",
     report_valid: bool = False,
+    source=None,
 ) -> ViewMatrixResult:
     """Cross-view rank-1 accuracy with a single-view gallery.
 
@@ -154,6 +155,9 @@ def evaluate_view_matrix(
     docstring for the semantics. Raises ``ValueError`` on inconsistent input
     (length mismatch, non-finite embeddings, empty probe sets or probe views,
     views of ``view_list`` absent from the data or without gallery).
+
+    ``source``: a :class:`gaitbench.evaluation.source.DistanceSource` over the same rows (fused
+    embeddings, post-processing stages, a memory budget); default: plain distances of ``embeddings``.
     """
     # ---- validation -------------------------------------------------------
     if metric not in METRICS:
@@ -239,10 +243,12 @@ def evaluate_view_matrix(
     has_gallery = np.zeros((n_subj, V), dtype=bool)  # [subject, view]
     has_gallery[g_subj, vidx[g_idx]] = True
 
-    gprep = prepare(emb, metric, device=device, name="gallery", index=g_idx, role="y")
-    dev = gprep.device
+    if source is None:
+        from .source import DistanceSource
+
+        source = DistanceSource(emb, metric, device=device, max_bytes=_DIST_CHUNK_BYTES)
+    dev = source.device
     g_subj_t = torch.from_numpy(g_subj).to(dev)
-    chunk = max(1, _DIST_CHUNK_BYTES // (4 * len(g_idx)))
 
     metrics: dict[str, float] = {}
     tables: dict = {
@@ -264,10 +270,7 @@ def evaluate_view_matrix(
         p_view = vidx[p_idx]
         p_subj = subj_code[p_idx]
         hits = np.empty((len(p_idx), V), dtype=bool)
-        for r0 in range(0, len(p_idx), chunk):
-            r1 = min(r0 + chunk, len(p_idx))
-            pprep = prepare(emb, metric, device=dev, name="probes", index=p_idx[r0:r1], role="x")
-            dist = prepared_distance(pprep, gprep)  # [b, n_gallery]
+        for r0, r1, dist in source.blocks(p_idx, g_idx, name=name):  # dist: [b, n_gallery]
             ps = torch.from_numpy(p_subj[r0:r1]).to(dev)
             hb = torch.empty((r1 - r0, V), dtype=torch.bool, device=dev)
             for j in range(V):
