@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 
+from .bench import ThroughputCase
 from .errors import GaitbenchError
 from .evaluation.stages import Stage
 from .hookspecs import hookimpl
@@ -14,7 +15,7 @@ from .methods import Method
 
 __version__ = "0.1.0"
 
-__all__ = ["GaitbenchError", "Method", "Stage", "__version__", "create_model", "hookimpl", "list_methods",
+__all__ = ["GaitbenchError", "Method", "Stage", "ThroughputCase", "__version__", "create_model", "hookimpl", "list_methods",
            "load_model"]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,118 @@ def _timed(fn, device, steps: int, warmup: int) -> list[float]:
     return times
 
 
+@dataclass(frozen=True)
+class ThroughputCase:
+    """A shape at which a method's speed is measured, registered through
+    ``register_throughput_cases``. ``kind``: ``train`` (forward + loss + backward + optimizer step
+    on ``P x K`` clips of ``frames``) or ``inference`` (``batch`` whole sequences of ``frames`` per
+    forward). ``tiny`` gives the shapes of the CPU smoke run of the same case."""
+
+    method: str
+    name: str
+    kind: str
+    variant: str
+    frames: int
+    batch: int = 1  # inference: sequences per forward
+    P: int = 8  # train: subjects x sequences per batch
+    K: int = 16
+    recipe: str | None = None  # whose optimizer settings a training step uses
+    amp: str = "bf16"  # the precision the case is measured at on CUDA
+    description: str = ""
+
+    def __post_init__(self):
+        if self.kind not in ("train", "inference"):
+            raise ValueError(f"throughput case {self.id}: kind must be 'train' or 'inference', got {self.kind!r}")
+
+    @property
+    def id(self) -> str:
+        return f"{self.method}/{self.name}"
+
+    def tiny(self) -> "ThroughputCase":
+        from dataclasses import replace
+
+        return replace(self, frames=min(self.frames, 6), batch=min(self.batch, 2), P=2, K=2, amp="none")
+
+
+def build_case(case: ThroughputCase, device: str = "cpu", *, compile: bool = False, channels_last: bool = False):
+    """``(step, model, sequences_per_step)``: one call of ``step()`` is one timed step of the case,
+    ending in a device synchronisation (what ``benchmark.pedantic`` times)."""
+    import torch
+
+    from .plugins import get_plugins
+    from .training.recipe import Recipe, resolve_recipe
+
+    method = get_plugins().method(case.method)
+    recipe = resolve_recipe(method, case.recipe) if case.recipe else Recipe(name="bench")
+    dev = torch.device(device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(case.amp if dev.type == "cuda" else "none")
+    model = _prepare_model(method.create(case.variant).to(dev), channels_last)
+    runner = torch.compile(model) if compile else model
+    gen = torch.Generator().manual_seed(0)
+    if case.kind == "train":
+        step = train_step_fn(model, runner, recipe, case.P, case.K, case.frames, dev, dtype, gen)
+        n = case.P * case.K
+    else:
+        step = infer_fn(model, runner, case.batch, case.frames, dev, dtype, gen)
+        n = case.batch
+
+    def timed_step():
+        step()
+        _sync(dev)
+
+    return timed_step, model, n
+
+
+def _prepare_model(model, channels_last: bool):
+    import torch
+
+    if channels_last:  # 3-D CNNs need the 5-D layout
+        is_3d = any(isinstance(m, torch.nn.Conv3d) for m in model.modules())
+        model = model.to(memory_format=torch.channels_last_3d if is_3d else torch.channels_last)
+    return model
+
+
+def train_step_fn(model, runner, recipe, P: int, K: int, frames: int, dev, dtype, gen, height: int = 64,
+                  width: int = 44):
+    """A training step on one fixed random batch: forward + triplet loss + backward + optimizer step."""
+    import torch
+
+    from .training.losses import triplet_loss
+    from .training.trainer import build_optimizer
+
+    sils = (torch.rand(P * K, frames, height, width, generator=gen) > 0.5).float().to(dev)
+    labels = torch.arange(P, device=dev).repeat_interleave(K)
+    opt = build_optimizer(model, recipe)
+    model.train()
+
+    def step():
+        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = runner(sils)
+        loss, _ = triplet_loss(out["embeddings"].float(), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step.sils = sils
+    return step
+
+
+def infer_fn(model, runner, batch: int, frames: int, dev, dtype, gen, height: int = 64, width: int = 44):
+    """One inference forward of ``batch`` whole sequences (a packed batch with lengths)."""
+    import torch
+
+    x = (torch.rand(batch, frames, height, width, generator=gen) > 0.5).float().to(dev)
+    lengths = torch.full((batch,), frames, dtype=torch.long, device=dev)
+    model.eval()
+
+    def step():
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            runner(x, lengths=lengths if batch > 1 else None)
+
+    step.x = x
+    return step
+
+
 def count_flops(model, sils) -> int:
     """FLOPs of one forward pass (torch's flop counter: matmuls and convolutions)."""
     import torch
@@ -53,9 +166,6 @@ def measure(method, *, variant: str | None = None, recipe=None, device: str = "c
     """Measure ``method`` (a registered Method) at its recipe's shapes (or the given ones)."""
     import torch
 
-    from .training.losses import triplet_loss
-    from .training.trainer import build_optimizer
-
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise GaitbenchError("--device cuda was asked for, but torch sees no CUDA device")
@@ -65,10 +175,7 @@ def measure(method, *, variant: str | None = None, recipe=None, device: str = "c
     P, K = train_batch or ((recipe.sampler.P, recipe.sampler.K) if recipe else (8, 16))
     frames = frames or (recipe.sampler.frames if recipe else 30)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    model = method.create(variant).to(dev)
-    if channels_last:  # 3-D CNNs need the 5-D layout
-        is_3d = any(isinstance(m, torch.nn.Conv3d) for m in model.modules())
-        model = model.to(memory_format=torch.channels_last_3d if is_3d else torch.channels_last)
+    model = _prepare_model(method.create(variant).to(dev), channels_last)
     runner = torch.compile(model) if compile else model
     params = sum(p.numel() for p in model.parameters())
     gen = torch.Generator().manual_seed(0)
@@ -83,20 +190,11 @@ def measure(method, *, variant: str | None = None, recipe=None, device: str = "c
     }
 
     # -- training step: forward + loss + backward + optimizer step
-    sils = (torch.rand(P * K, frames, height, width, generator=gen) > 0.5).float().to(dev)
-    labels = torch.arange(P, device=dev).repeat_interleave(K)
     from .training.recipe import Recipe
 
-    opt = build_optimizer(model, recipe or Recipe(name="bench"))
-    model.train()
-
-    def train_step():
-        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = runner(sils)
-        loss, _ = triplet_loss(out["embeddings"].float(), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    train_step = train_step_fn(model, runner, recipe or Recipe(name="bench"), P, K, frames, dev, dtype, gen,
+                               height, width)
+    sils = train_step.sils
 
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -114,20 +212,15 @@ def measure(method, *, variant: str | None = None, recipe=None, device: str = "c
         record["train"]["peak_memory_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
 
     # -- inference: packed batches of test-length sequences, and one sequence alone
-    model.eval()
-    batch = (torch.rand(infer_batch, test_frames, height, width, generator=gen) > 0.5).float().to(dev)
-    lengths = torch.full((infer_batch,), test_frames, dtype=torch.long, device=dev)
-    one = batch[:1]
-
-    def infer(x, lens=None):
-        with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            runner(x, lengths=lens)
+    infer_batch_step = infer_fn(model, runner, infer_batch, test_frames, dev, dtype, gen, height, width)
+    infer_one = infer_fn(model, runner, 1, test_frames, dev, dtype, gen, height, width)
+    one = infer_one.x
 
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    times = _timed(lambda: infer(batch, lengths), dev, steps, warmup)
+    times = _timed(infer_batch_step, dev, steps, warmup)
     batch_s = float(np.median(times))
-    latency = float(np.median(_timed(lambda: infer(one), dev, steps, warmup)))
+    latency = float(np.median(_timed(infer_one, dev, steps, warmup)))
     flops = count_flops(model, one)
     record["inference"] = {"batch_s": batch_s, "seq_per_s": infer_batch / batch_s, "latency_s": latency,
                            "frames_per_s": infer_batch * test_frames / batch_s}

@@ -174,6 +174,17 @@ class Plugins:
 
         return self._checked("register_stages", "stage", validate)
 
+    def throughput_cases(self) -> dict[str, Registered]:
+        """``{"<method>/<name>": Registered(ThroughputCase)}``."""
+        from .bench import ThroughputCase
+
+        def validate(obj, plugin):
+            if not isinstance(obj, ThroughputCase):
+                raise PluginError(f"register_throughput_cases expects a gaitbench.ThroughputCase, got {type(obj).__name__}")
+            return obj.id, obj
+
+        return self._checked("register_throughput_cases", "throughput case", validate)
+
     def add_commands(self, cli) -> None:
         for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):
             try:
@@ -210,7 +221,7 @@ class Plugins:
 
     def info(self) -> list[PluginInfo]:
         # Make the registries known so the listing can say what each plugin registered.
-        for collect in (self.methods, self.protocols, self.stages):
+        for collect in (self.methods, self.protocols, self.stages, self.throughput_cases):
             try:
                 collect()
             except GaitbenchError as exc:

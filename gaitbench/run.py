@@ -304,7 +304,7 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
                     probe_set=protocol.split.probe_set)
     labels = store.index.iloc[test_rows]
     report = evaluate(protocol, emb, labels["subject"], labels["type"], labels["view"], device=device,
-                      stages=stages)
+                      stages=stages, metric=recipe.eval.metric or None)
     timings["evaluate_s"] = report.timings["evaluate_s"]
     timings["evaluation"] = report.timings
     plugins.evaluate_end(settings, report)

@@ -145,6 +145,31 @@ def test_hook_register_stages():
     assert plugins.infos["stages"].registered["stage"] == ["identity"]
 
 
+def test_hook_register_throughput_cases(capsys):
+    case = gaitbench.ThroughputCase("gaitset", "tiny-train", "train", "quick", frames=4, P=2, K=2, recipe="quick")
+
+    class T:
+        @gaitbench.hookimpl
+        def register_throughput_cases(self, register):
+            register(case)
+
+    plugins = use_plugins(("cases", T()))
+    cases = plugins.throughput_cases()
+    assert cases["gaitset/tiny-train"].obj is case and cases["gaitset/tiny-train"].plugin == "cases"
+    assert {"gaitgl/casiab-train", "gaitgl/oumvlp-train", "gaitset/casiab-infer-1x80"} <= set(cases)
+    with pytest.raises(ValueError, match="kind must be"):
+        gaitbench.ThroughputCase("m", "x", "training", "v", frames=1)
+
+    class Bad:
+        @gaitbench.hookimpl
+        def register_throughput_cases(self, register):
+            register({"method": "gaitset"})
+
+    cases = use_plugins(("bad", Bad())).throughput_cases()  # the bad plugin costs a warning, not the CLI
+    assert "plugin 'bad': register_throughput_cases failed" in capsys.readouterr().err
+    assert "gaitset/casiab-train" in cases
+
+
 def test_hook_register_commands():
     class C:
         @gaitbench.hookimpl
@@ -232,6 +257,7 @@ def test_plugins_json_lists_everything():
     result = CliRunner().invoke(cli, ["plugins", "--json"])
     assert result.exit_code == 0, result.output
     listing = {p["name"]: p for p in json.loads(result.output)}
-    assert listing["gaitset"]["registered"] == {"method": ["gaitset"]}
-    assert listing["gaitset"]["hooks"] == ["register_methods"]
+    assert listing["gaitset"]["registered"] == {"method": ["gaitset"], "throughput case": [
+        "gaitset/casiab-infer-16x80", "gaitset/casiab-infer-1x80", "gaitset/casiab-train"]}
+    assert listing["gaitset"]["hooks"] == ["register_methods", "register_throughput_cases"]
     assert "casiab" in listing["gaitbench.builtin"]["registered"]["protocol"]

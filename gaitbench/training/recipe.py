@@ -93,6 +93,11 @@ class EvalConfig:
     # post-processing stages run on the test distances, in order (none unless asked); their
     # parameters live in the recipe's [stages.<name>] tables
     stages: list[str] = field(default_factory=list)
+    metric: str = ""  # the distance at evaluation; empty = the protocol's (the Gait3D configs use cos)
+
+    def validate(self, where: str):
+        if self.metric not in ("", "euc", "cos", "flat_euc"):
+            raise ConfigError(f"{where}.metric: expected euc, cos, flat_euc or empty (the protocol's), got {self.metric!r}")
 
 
 @dataclass

@@ -1,0 +1,58 @@
+"""Throughput of every method at the shapes its plugin registers (``register_throughput_cases``).
+
+On CUDA (marked ``gpu``, skipped without it): the full shapes of each case with pytest-benchmark,
+bf16 autocast, warm-up rounds, a device synchronisation inside every timed step, and sequences/s,
+peak memory and the GPU name in ``extra_info``. On CPU, in the normal suite: every case once at tiny
+shapes (``ThroughputCase.tiny``), so a case that cannot even build or step fails here first.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gaitbench.bench import build_case
+from gaitbench.plugins import build_plugin_manager
+
+
+def _cases():
+    return sorted(build_plugin_manager(distributions={"gaitbench"}).throughput_cases().items())
+
+
+CASES = _cases()
+IDS = [name for name, _ in CASES]
+
+
+def test_every_method_registers_train_and_inference_cases():
+    methods = build_plugin_manager(distributions={"gaitbench"}).methods()
+    for method in methods:
+        kinds = {reg.obj.kind for name, reg in CASES if reg.obj.method == method}
+        assert kinds == {"train", "inference"}, f"{method} registers {kinds}"
+
+
+@pytest.mark.parametrize("case_id", IDS)
+def test_throughput_smoke_cpu(benchmark, case_id):
+    case = dict(CASES)[case_id].obj.tiny()
+    step, model, n = build_case(case, "cpu")
+    benchmark.group = "throughput-cpu-smoke"
+    benchmark.pedantic(step, rounds=1, warmup_rounds=0)
+    if case.kind == "train":  # the step really trained: every parameter with a gradient got one
+        assert any(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("case_id", IDS)
+def test_throughput_gpu(benchmark, case_id):
+    case = dict(CASES)[case_id].obj
+    torch.backends.cudnn.benchmark = True
+    step, model, n = build_case(case, "cuda", channels_last=True)
+    torch.cuda.reset_peak_memory_stats()
+    benchmark.group = f"throughput-{case.kind}"
+    benchmark.pedantic(step, rounds=20, warmup_rounds=5)
+    if benchmark.stats:
+        benchmark.extra_info.update({
+            "sequences_per_s": round(n / benchmark.stats.stats.median, 1),
+            "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
+            "gpu": torch.cuda.get_device_name(), "amp": case.amp, "torch": torch.__version__,
+        })
