@@ -45,7 +45,7 @@ def test_bench_clip_sampling(benchmark, stores, kind):
     loader = ClipLoader(store, frames=30, order="ordered", skip=0, min_frames=1, strict=True)
     plan = _plan(store, np.random.default_rng(0))
     benchmark.group = "clip-sampling"
-    batch = benchmark.pedantic(loader.load, args=(plan,), rounds=5, warmup_rounds=1)
+    batch = benchmark.pedantic(loader.load, args=(plan,), rounds=30, warmup_rounds=3)
     assert batch.sils.shape == (CLIPS, 30, 64, 44)
     # both stores hand out the same clips
     other = packed if kind == "pkl-tree" else tree

@@ -44,9 +44,13 @@ class Store:
         """All frames of sequence ``i``: uint8 ``[T, H, W]``."""
         raise NotImplementedError
 
-    def clip(self, i: int, positions: np.ndarray) -> np.ndarray:
-        """Frames ``positions`` of sequence ``i``."""
-        return self.frames(i)[positions]
+    def clip(self, i: int, positions: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Frames ``positions`` of sequence ``i`` (written into ``out`` when given)."""
+        frames = self.frames(i)[positions]
+        if out is None:
+            return frames
+        out[...] = frames
+        return out
 
     def describe_row(self, i: int) -> str:
         """``subject/type/view`` of sequence ``i`` (and its file, where it has one), for messages."""
@@ -127,8 +131,8 @@ class PackedStore(Store):
         o, n = self._offsets[i], self._lengths[i]
         return self._view[o:o + n]
 
-    def clip(self, i: int, positions: np.ndarray) -> np.ndarray:
-        return self._view.take(self._offsets[i] + np.asarray(positions), axis=0)
+    def clip(self, i: int, positions: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return self._view.take(self._offsets[i] + np.asarray(positions), axis=0, out=out)
 
 
 class PklTreeStore(Store):
