@@ -1,5 +1,5 @@
-"""The core's own plugin: registers the built-in protocol files through the same hook third
-parties use."""
+"""The core's own plugin: registers the built-in protocol files and post-processing stages through
+the same hooks third parties use."""
 
 from __future__ import annotations
 
@@ -18,3 +18,11 @@ def builtin_protocol_files():
 def register_protocols(register):
     for path in builtin_protocol_files():
         register(path)
+
+
+@hookimpl
+def register_stages(register):
+    from .evaluation.stages import builtin_stages
+
+    for stage in builtin_stages():
+        register(stage)

@@ -197,14 +197,16 @@ def _parse_bytes(text: str | None) -> int | None:
               help="metric=euc|cos|flat_euc, missing_gallery=..., stages.NAME.PARAM=VALUE.")
 @click.option("--fuse", type=click.Choice(["concat", "mean-distance"]), default=None,
               help="How several --embeddings of the same sequences are combined.")
+@click.option("--pipeline", default=None,
+              help="A named evaluation pipeline (fusion + stages, e.g. hid2021) or a pipeline file.")
 @click.option("--normalize", is_flag=True, help="With --fuse concat: L2-normalise each method's parts first.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--max-memory", default=None, help="Budget for distance blocks, e.g. 2GB (default 512MB).")
 @click.option("--submission", type=click.Path(), default=None,
               help="Write the protocol's official submission file (GREW) here instead of local metrics.")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write the report as JSON here.")
-def evaluate(protocol, files, partition, stage_names, overrides, fuse, normalize, device, max_memory, submission,
-             json_out):
+def evaluate(protocol, files, partition, stage_names, overrides, fuse, pipeline, normalize, device, max_memory,
+             submission, json_out):
     """Evaluate saved embeddings under PROTOCOL, without the model."""
     import time
 
@@ -220,6 +222,19 @@ def evaluate(protocol, files, partition, stage_names, overrides, fuse, normalize
     changes, stage_params = split_overrides(overrides)
     if changes:
         proto = proto.with_evaluation(**changes)
+    pipe = None
+    if pipeline:
+        from .evaluation.pipeline import load_pipeline
+
+        pipe = load_pipeline(pipeline, plugins)
+        if pipe.inputs and len(files) != len(pipe.inputs):
+            raise GaitbenchError(f"pipeline {pipe.name} takes {len(pipe.inputs)} embeddings files, in this order: "
+                                 f"{', '.join(pipe.inputs)}; got {len(files)}")
+        fuse, normalize = fuse or pipe.fuse or None, normalize or pipe.normalize
+        params = {k: dict(v) for k, v in pipe.params.items()}
+        for name, values in stage_params.items():  # --set stages.X.Y overrides the pipeline's
+            params.setdefault(name, {}).update(values)
+        stage_names, stage_params = list(pipe.stages) + [s for s in stage_names if s not in pipe.stages], params
     stages = resolve_stages(list(stage_names), stage_params, plugins)
     if len(files) > 1 and not fuse:
         raise GaitbenchError(f"{len(files)} embeddings files given: choose how to combine them with "
@@ -232,7 +247,9 @@ def evaluate(protocol, files, partition, stage_names, overrides, fuse, normalize
     if fuse:
         from .evaluation.fusion import fuse as fuse_embeddings
 
-        data, arrays = fuse_embeddings(datas, mode=fuse, normalize=normalize, names=[str(f) for f in files])
+        fused = fuse_embeddings(datas, mode=fuse, normalize=normalize, names=[str(f) for f in files])
+        data = {**datas[0], **fused.as_dict()}
+        arrays = fused.embeddings if fuse == "concat" else fused.members()
     else:
         data, arrays = datas[0], datas[0]["embeddings"]
     if partition or proto.split.needs_partition:
@@ -271,6 +288,7 @@ def evaluate(protocol, files, partition, stage_names, overrides, fuse, normalize
                                      "metrics": report.metrics, "tables": report.tables, "timings": report.timings,
                                      "stages": report.stages, "embeddings": [str(f) for f in files],
                                      "fusion": {"mode": fuse, "normalize": normalize} if fuse else None,
+                                     "pipeline": {"name": pipe.name, "source": pipe.source} if pipe else None,
                                      "metric": changes.get("metric", proto.evaluation.metric)})
 
 

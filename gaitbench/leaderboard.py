@@ -58,8 +58,15 @@ def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
 
 
 def _stages_label(record) -> str:
-    stages = record.get("stages") or []
-    return "+".join(s.get("name", "?") if isinstance(s, dict) else str(s) for s in stages)
+    """``rerank(k1=20,k2=6,lambda=0.3,...)+aqe(n=5)``: every stage with its parameters."""
+    parts = []
+    for s in record.get("stages") or []:
+        if isinstance(s, dict):
+            params = s.get("params") or {}
+            parts.append(s.get("name", "?") + (f"({','.join(f'{k}={v}' for k, v in params.items())})" if params else ""))
+        else:
+            parts.append(str(s))
+    return "+".join(parts)
 
 
 def _row_label(record) -> str:

@@ -71,7 +71,7 @@ def test_post_processed_rows_are_marked(base_record):
     rr = variant(base_record, shift=3.0, stages=[{"name": "rerank", "params": {"k1": 20}}])
     (table,) = build_tables([base_record, rr])
     methods = list(table.frame["method"])
-    assert "gaitset [quick] +rerank" in methods and "gaitset [quick]" in methods
+    assert "gaitset [quick] +rerank(k1=20)" in methods and "gaitset [quick]" in methods
     assert any("post-processing" in n for n in table.notes)
 
 

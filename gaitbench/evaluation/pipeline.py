@@ -7,6 +7,7 @@ evaluation options) changes the evaluation. Everything unknown is an error with 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ..config import parse_value
@@ -58,3 +59,48 @@ def split_overrides(overrides: Sequence[str]) -> tuple[dict[str, Any], dict[str,
             raise ConfigError(f"--set {item!r}: " + did_you_mean(key, list(EVALUATION_OPTIONS) + ["stages.NAME.PARAM"],
                                                                   "evaluation option"))
     return evaluation, stages
+
+
+@dataclass
+class Pipeline:
+    """A named evaluation recipe over one or more embeddings files: how they are fused and which
+    stages run with which parameters (e.g. GaitMask's HID 2021 entry). Method plugins ship them as
+    TOML files listed in ``Method.extra["pipelines"]`` (``{name: path}``)."""
+
+    name: str
+    description: str = ""
+    inputs: list[str] = field(default_factory=list)  # what each --embeddings file must be, in order
+    fuse: str = ""  # "", "concat" or "mean-distance"
+    normalize: bool = False
+    stages: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)  # {stage: {parameter: value}}
+    source: str = ""
+
+    def validate(self, where: str):
+        if self.fuse not in ("", "concat", "mean-distance"):
+            raise ConfigError(f"{where}.fuse: expected concat, mean-distance or empty, got {self.fuse!r}")
+        if len(self.inputs) > 1 and not self.fuse:
+            raise ConfigError(f"{where}: {len(self.inputs)} inputs need fuse = \"concat\" or \"mean-distance\"")
+
+
+def load_pipeline(name_or_path: str, plugins) -> Pipeline:
+    """A pipeline file by path, or by name from the registered methods' ``extra["pipelines"]``."""
+    from pathlib import Path
+
+    from ..config import from_mapping, read_toml
+
+    if name_or_path.endswith(".toml") or "/" in name_or_path:
+        path, origin = Path(name_or_path), "file"
+        if not path.is_file():
+            raise ConfigError(f"pipeline file not found: {path}")
+    else:
+        known = {}
+        for method_name, reg in plugins.methods().items():
+            for pname, ppath in (reg.obj.extra or {}).get("pipelines", {}).items():
+                known[pname] = (Path(ppath), method_name)
+        if name_or_path not in known:
+            raise ConfigError(did_you_mean(name_or_path, known, "pipeline"))
+        path, origin = known[name_or_path]
+    data = dict(read_toml(path))
+    data["source"] = f"{path} ({origin})"
+    return from_mapping(Pipeline, data, f"pipeline {path}")

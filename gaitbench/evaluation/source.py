@@ -106,23 +106,39 @@ class DistanceSource:
     def _staged(self, p_idx: np.ndarray, g_idx: np.ndarray, name: str) -> torch.Tensor:
         from .stages import StageInput, run_stages
 
-        if len(self.sources) > 1:
-            from ..errors import ConfigError
+        if len(self.sources) > 1:  # mean-distance fusion: the files side by side, distances averaged
+            from .fusion import MeanDistanceInput
 
-            raise ConfigError("post-processing stages work on one set of embeddings: fuse with "
-                              "--fuse concat to combine methods before the stages")
-        src = self.sources[0]
+            layout = tuple((int(s.shape[1]), int(s.shape[2])) for s in self.sources)
 
-        def take(idx):
-            return torch.from_numpy(np.ascontiguousarray(src[idx])).to(self.device, torch.float32)
+            def take(idx):
+                rows = [torch.from_numpy(np.ascontiguousarray(s[idx])).reshape(len(idx), -1) for s in self.sources]
+                return torch.cat(rows, 1)[:, :, None].to(self.device, torch.float32)
+
+            def make(p, g):
+                return MeanDistanceInput(p, g, self.metric, layout=layout)
+        else:
+            src = self.sources[0]
+
+            def take(idx):
+                return torch.from_numpy(np.ascontiguousarray(src[idx])).to(self.device, torch.float32)
+
+            def make(p, g):
+                return StageInput(probe=p, gallery=g, metric=self.metric)
 
         t = time.perf_counter()
-        data = StageInput(probe=take(p_idx), gallery=take(g_idx), metric=self.metric)
+        data = make(take(p_idx), take(g_idx))
         dist, records = run_stages(data, self.stages)
         _sync(self.device)
         self.stage_seconds += time.perf_counter() - t
-        for r in records:
-            self.records.append({**r, "problem": name} if name else r)
+        for r in records:  # one record per stage; each probe set it ran on adds its seconds
+            same = next((x for x in self.records if x["name"] == r["name"] and x["params"] == r["params"]), None)
+            if same is None:
+                self.records.append({**r, "problems": [name] if name else []})
+            else:
+                same["seconds"] = round(same["seconds"] + r["seconds"], 4)
+                if name:
+                    same["problems"].append(name)
         return dist
 
     def timings(self) -> dict[str, float]:

@@ -16,10 +16,9 @@ Variants:
 Recipes: ``hid2021`` (the report's CASIA-B/CASIA-E training settings) and ``quick``.
 
 The HID 2021 entry itself is a *pipeline*, not one model: GaitGL and GaitMask embeddings
-concatenated, then query expansion and k-reciprocal re-ranking. ``PIPELINES["hid2021"]`` (also
-``METHOD.extra["pipelines"]``) writes it down as data. It is NOT runnable yet: gaitbench has no
-embedding-fusion, query-expansion or re-ranking stage registered so far (``register_stages``
-exists, no stage does), and no runner for multi-model pipelines.
+concatenated, then query expansion and k-reciprocal re-ranking. ``pipelines/hid2021.toml``
+(``METHOD.extra["pipelines"]``) writes it down as data, and ``gaitbench evaluate --pipeline
+hid2021 --embeddings gaitgl.npz --embeddings gaitmask.npz`` runs it with the built-in stages.
 """
 
 from __future__ import annotations
@@ -36,36 +35,9 @@ VARIANTS = {
     "quick": {"stem": (8,), "stages": ((16,), (32,), (32,)), "bins": (16,), "embed_dim": 32, "input_pool": 2},
 }
 
-# The HID 2021 inference pipeline (report Sec. 1, Fig. 1 and Table 3), as data. NOT RUNNABLE YET.
-PIPELINES = {
-    "hid2021": {
-        "description": "HID 2021 (CASIA-E): GaitGL + GaitMask embeddings concatenated, query expansion, "
-                       "k-reciprocal re-ranking (report Table 3: 64.1 -> 78.4 -> 80.7 -> 83.7 rank-1)",
-        "runnable": False,
-        "missing": [
-            "a runner that trains/loads several models and embeds with each",
-            "stage 'concat' (embedding fusion)",
-            "stage 'query_expansion' (cluster-mean query expansion)",
-            "stage 'rerank' (k-reciprocal re-ranking)",
-        ],
-        "pretraining": {"dataset": "oumvlp", "iterations": 250000, "P": 32, "K": 8, "frames": 30,
-                        "lr": 1e-4, "lr_after": {"150000": 1e-5}},
-        "models": [
-            {"method": "gaitgl", "variant": "hid2020", "recipe": "hid2020"},
-            {"method": "gaitmask", "variant": "hid2021", "recipe": "hid2021"},
-        ],
-        "stages": [
-            # concatenate the two [n, C, 64] embeddings along the channels -> [n, 256, 64]
-            {"name": "concat", "params": {"axis": "channels"}},
-            # gallery and probe features pooled together, clustered by Euclidean distance; every
-            # feature replaced by the mean of the other members of its cluster. The report gives
-            # neither the clustering method nor its parameters.
-            {"name": "query_expansion", "params": {"metric": "euclidean", "pool": "probe+gallery"}},
-            # Zhong et al. CVPR 2017; the report gives no parameters. OpenGait's HID defaults are used.
-            {"name": "rerank", "params": {"k1": 6, "k2": 6, "lambda": 0.3}},
-        ],
-    },
-}
+# The HID 2021 entry is a pipeline over GaitGL's and GaitMask's embeddings (fusion, query
+# expansion, re-ranking): a file gaitbench's `evaluate --pipeline hid2021` runs.
+PIPELINES = {"hid2021": Path(__file__).with_name("pipelines") / "hid2021.toml"}
 
 
 def build_model(**kwargs):

@@ -211,10 +211,13 @@ def test_recipes_and_pipeline():
     q = load_recipe(METHOD.recipe_path("quick"))
     assert q.variant == "quick" and q.loss.cross_entropy.weight == 0.0
     assert q.train.checkpoint_every == 200 and q.train.keep_checkpoints == 2
-    pipe = PIPELINES["hid2021"]
-    assert pipe["runnable"] is False and METHOD.extra["pipelines"] is PIPELINES
-    assert [m["method"] for m in pipe["models"]] == ["gaitgl", "gaitmask"]
-    assert [s["name"] for s in pipe["stages"]] == ["concat", "query_expansion", "rerank"]
-    for m in pipe["models"]:  # the models and recipes it names exist
-        meth = get_plugins().method(m["method"])
-        assert m["variant"] in meth.variants and m["recipe"] in meth.recipe_names()
+    assert METHOD.extra["pipelines"] is PIPELINES
+    from gaitbench.evaluation.pipeline import load_pipeline, resolve_stages
+
+    pipe = load_pipeline("hid2021", get_plugins())  # found through the method's extra["pipelines"]
+    assert pipe.fuse == "concat" and pipe.stages == ["cluster-qe", "rerank"]
+    stages = resolve_stages(pipe.stages, pipe.params, get_plugins())  # every stage and parameter exists
+    assert stages[1][1]["k1"] == 6 and stages[1][1]["squared"] is False  # OpenGait's HID re-ranking
+    for item in pipe.inputs:  # the models it names exist
+        name, variant = item.split(" [")
+        assert variant.rstrip("]") in get_plugins().method(name).variants
