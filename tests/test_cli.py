@@ -80,9 +80,17 @@ def write_tree(root, bad_file=None):
 
 def test_pickle_that_is_not_an_array(tmp_path):
     write_tree(tmp_path, bad_file=pickle.dumps({"frames": [1, 2, 3]}))
+    proc = run_cli("run", "--method", "gaitset", "--protocol", "casiab", "--data-root", str(tmp_path), "--strict",
+                   "--iterations", "1", "--out", str(tmp_path / "run"), "--set", "sampler.P=2", "--set", "sampler.K=2",
+                   "--set", "sampler.min_frames=1")
+    assert_one_line_error(proc, "000.pkl", "expected a numpy array, found dict")
+
+
+def test_training_sequences_all_too_short(tmp_path):
+    write_tree(tmp_path)  # 4-frame sequences; the paper recipe trains on sequences of >= 15 frames
     proc = run_cli("run", "--method", "gaitset", "--protocol", "casiab", "--data-root", str(tmp_path),
                    "--iterations", "1", "--out", str(tmp_path / "run"), "--set", "sampler.P=2", "--set", "sampler.K=2")
-    assert_one_line_error(proc, "000.pkl", "expected a numpy array, found dict")
+    assert_one_line_error(proc, "no readable training sequence of subject", "4 frames, fewer than the 15")
 
 
 def test_misspelt_set_key():

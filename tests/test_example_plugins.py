@@ -86,11 +86,14 @@ def test_non_editable_install_finds_protocols_and_recipes(tmp_path):
         "print(gaitbench.__file__)\n"
         "print(sorted(p.protocols()), sorted(p.methods()))\n"
         "print(p.method('gaitset').recipe_names())\n"
+        "import pathlib; print(pathlib.Path(p.method('gaitmask').extra['pipelines']['hid2021']).is_file())\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                           env={**os.environ, **env})
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith(str(tmp_path / "site"))
-    assert lines[1] == "['casiab'] ['gaitgl', 'gaitmask', 'gaitpart', 'gaitset']"
-    assert lines[2] == "['casiab', 'oumvlp', 'quick']"
+    assert lines[1] == ("['casiab', 'casiab-crossview', 'casiab-mt', 'casiab-st', 'gait3d', 'grew', 'oumvlp'] "
+                        "['gaitgl', 'gaitmask', 'gaitpart', 'gaitset']")
+    assert lines[2] == "['casiab', 'gait3d', 'grew', 'oumvlp', 'quick']"
+    assert lines[3] == "True"  # package data beyond recipes (GaitMask's pipeline file) is installed

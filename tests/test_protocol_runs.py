@@ -24,12 +24,12 @@ EXPECTED = {
 def layouts(tmp_path_factory):
     root = tmp_path_factory.mktemp("layouts")
     out = {}
-    for layout, subjects in (("oumvlp", 12), ("grew", 20), ("gait3d", 24), ("casiab", 12)):
-        generate(SynthSpec(layout=layout, subjects=subjects, frames=6, seed=2), root / layout, progress=False, workers=1)
+    for layout, subjects in (("oumvlp", 8), ("grew", 20), ("gait3d", 24), ("casiab", 12)):
+        generate(SynthSpec(layout=layout, subjects=subjects, frames=4, seed=2), root / layout, progress=False, workers=1)
         out[layout] = root / layout
     part = root / "casiab-partition.json"
     ids = [f"{i:03d}" for i in range(1, 13)]
-    part.write_text(json.dumps({"TRAIN_SET": ids[:6], "TEST_SET": ids[6:]}))
+    part.write_text(json.dumps({"TRAIN_SET": ids[:4], "TEST_SET": ids[9:]}))
     out["casiab-partition"] = part
     return out
 
@@ -38,11 +38,10 @@ def layouts(tmp_path_factory):
 def test_protocol_runs_and_reevaluates_identically(layouts, tmp_path, protocol):
     data = layouts[LAYOUT[protocol]]
     extra = ["--partition", str(layouts["casiab-partition"])] if protocol == "casiab-crossview" else []
-    # GaitSet has paper recipes for CASIA-B and OU-MVLP; GREW and Gait3D need one chosen
-    recipe = [] if protocol in ("oumvlp", "casiab-crossview") else ["--recipe", "quick"]
+    recipe = ["--recipe", "quick"]  # the reduced network: these runs check the protocol, not the model
     run_dir = tmp_path / "run"
     proc = run_cli("run", "--method", "gaitset", "--protocol", protocol, "--data-root", str(data), *extra,
-                   "--iterations", "3", "--quiet", *recipe, "--set", "sampler.P=4", "--set", "sampler.K=2",
+                   "--iterations", "1", "--quiet", *recipe, "--set", "sampler.P=4", "--set", "sampler.K=2",
                    "--set", "sampler.frames=4", "--set", "sampler.min_frames=1", "--out", str(run_dir))
     assert proc.returncode == 0, proc.stderr
     assert "SYNTHETIC" in proc.stdout
@@ -81,3 +80,17 @@ def test_grew_submission_from_a_run(layouts, tmp_path):
         assert video in truth
         named = [i for i in ids if i]
         assert len(named) == len(set(named)) and all(len(i) == 5 for i in named)  # strings, zeros kept
+
+
+def test_default_recipe_follows_the_protocol_then_the_dataset():
+    from gaitbench.errors import GaitbenchError
+    from gaitbench.plugins import get_plugins
+    from gaitbench.protocols import resolve_protocol
+    from gaitbench.run import default_recipe
+
+    gaitset, gaitpart = get_plugins().method("gaitset"), get_plugins().method("gaitpart")
+    assert default_recipe(gaitset, resolve_protocol("casiab-crossview"), synthetic=False) == "casiab"
+    assert default_recipe(gaitset, resolve_protocol("gait3d"), synthetic=False) == "gait3d"
+    assert default_recipe(gaitset, resolve_protocol("gait3d"), synthetic=True) == "quick"
+    with pytest.raises(GaitbenchError, match="no recipe for protocol 'gait3d'.*--recipe"):
+        default_recipe(gaitpart, resolve_protocol("gait3d"), synthetic=False)
