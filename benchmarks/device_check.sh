@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Every GPU measurement the open issues ask for, in one run on a CUDA machine (prints JSON and
+# pytest-benchmark tables; writes them under ${OUT:-bench-out}). Nothing here needs the network.
+#   bash benchmarks/device_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench-out}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD:$PWD/plugins${PYTHONPATH:+:$PYTHONPATH}"
+python -c "import torch; print('cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
+# evaluation engine at OU-MVLP and CASIA-B size (issue: protocols and the evaluation engine)
+python benchmarks/eval_gpu.py --repeat 3 > "$OUT/eval_gpu.json"; cat "$OUT/eval_gpu.json"
+# re-ranking at Gait3D size and GREW with 100k distractors (issue: post-processing stages)
+python benchmarks/stages_gpu.py > "$OUT/stages_gpu.json"; cat "$OUT/stages_gpu.json"
+# every method's registered throughput cases (issue: throughput)
+python -m pytest -q -p no:cacheprovider tests/test_throughput.py -m gpu --benchmark-json "$OUT/throughput.json" \
+    --benchmark-columns=min,median,rounds 2>&1 | tail -40
+for m in gaitset gaitpart gaitgl; do
+    gaitbench bench --method "$m" --device cuda --amp bf16 --channels-last --json "$OUT/bench-$m.json" | tail -3
+done
