@@ -6,7 +6,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench-out}
 mkdir -p "$OUT"
-export PYTHONPATH="$PWD:$PWD/plugins${PYTHONPATH:+:$PYTHONPATH}"
+# the device machine has torch, timm, pluggy, click, pandas, tabulate and pytest-benchmark but no
+# network: install gaitbench itself without dependencies (its entry points register the methods)
+pip install -q --no-deps --no-build-isolation -e . || echo "WARNING: editable install failed"
 python -c "import torch; print('cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
 # evaluation engine at OU-MVLP and CASIA-B size (issue: protocols and the evaluation engine)
 python benchmarks/eval_gpu.py --repeat 3 > "$OUT/eval_gpu.json"; cat "$OUT/eval_gpu.json"
