@@ -1,6 +1,8 @@
 """Benchmark: random 30-frame training clips from the packed store vs from the OpenGait pkl tree.
 
-The same synthetic sequences (full length, about 80 frames each) in both stores; each round draws
+The same synthetic sequences (full length, about 80 frames each) in both stores, as an OpenGait
+tree holds them (64 x 64 frames, cut to 64 x 44 at load) and as ``gaitbench data pack`` packs that
+tree; each round draws
 the same 200 random (sequence, 30 frame positions) clips through the training loader. The pkl tree
 must unpickle a whole sequence for every clip, the packed store reads only the 30 frames from its
 memory map. Figures (clips/s) go to ``extra_info``; compare the two rows of the
@@ -13,8 +15,9 @@ import numpy as np
 import pytest
 
 from gaitbench.data.export import export_pkl_tree
+from gaitbench.data.pack import pack_store
 from gaitbench.data.sampling import ClipLoader, ClipPlan
-from gaitbench.data.store import PklTreeStore
+from gaitbench.data.store import PklTreeStore, open_store
 from gaitbench.data.synthetic import SynthSpec, generate
 
 CLIPS = 200
@@ -23,10 +26,10 @@ CLIPS = 200
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("clip-bench")
-    packed = generate(SynthSpec(subjects=6, frames=80, frame_step=1.0, seed=1), root / "packed", progress=False)
-    export_pkl_tree(packed, root / "tree", square=False)
-    tree = PklTreeStore(root / "tree")
-    return packed, tree
+    synth = generate(SynthSpec(subjects=6, frames=80, frame_step=1.0, seed=1), root / "synth", progress=False)
+    export_pkl_tree(synth, root / "tree")  # 64 x 64 frames, as OpenGait's pretreatment writes them
+    pack_store(root / "tree", root / "packed", progress=False)
+    return open_store(root / "packed"), PklTreeStore(root / "tree")
 
 
 def _plan(store, rng):

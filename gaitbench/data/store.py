@@ -44,8 +44,9 @@ class Store:
         """All frames of sequence ``i``: uint8 ``[T, H, W]``."""
         raise NotImplementedError
 
-    def clip(self, i: int, positions: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Frames ``positions`` of sequence ``i`` (written into ``out`` when given)."""
+    def clip(self, i: int, positions, out: np.ndarray | None = None) -> np.ndarray:
+        """Frames ``positions`` (an index array or a slice) of sequence ``i`` (written into ``out``
+        when given)."""
         frames = self.frames(i)[positions]
         if out is None:
             return frames
@@ -131,8 +132,15 @@ class PackedStore(Store):
         o, n = self._offsets[i], self._lengths[i]
         return self._view[o:o + n]
 
-    def clip(self, i: int, positions: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        return self._view.take(self._offsets[i] + np.asarray(positions), axis=0, out=out)
+    def clip(self, i: int, positions, out: np.ndarray | None = None) -> np.ndarray:
+        o = int(self._offsets[i])
+        if isinstance(positions, slice):  # a contiguous window: one block copy
+            src = self._view[o + positions.start:o + positions.stop]
+            if out is None:
+                return src.copy()
+            np.copyto(out, src)
+            return out
+        return self._view.take(o + np.asarray(positions), axis=0, out=out)
 
 
 class PklTreeStore(Store):
