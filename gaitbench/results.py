@@ -24,6 +24,11 @@ def report_table(report, tablefmt: str = "github") -> str:
             per_view = tables[name]["per_probe_view"]
             mean = report.metrics.get(f"{name}/rank1", report.metrics.get("rank1") if len(sets) == 1 else None)
             rows.append([name] + [per_view.get(v) for v in views] + [mean])
+            valid = tables[name].get("valid")
+            if valid:  # probes without a gallery of their subject left out (OU-MVLP's second convention)
+                vmean = report.metrics.get(f"{name}/rank1_valid",
+                                           report.metrics.get("rank1_valid") if len(sets) == 1 else None)
+                rows.append([f"{name} (valid)"] + [valid["per_probe_view"].get(v) for v in views] + [vmean])
         return tabulate(rows, headers=["probe"] + views + ["mean"], tablefmt=tablefmt, floatfmt=".2f")
     if sets:
         views = list(tables[sets[0]]["per_probe_view"])

@@ -187,6 +187,10 @@ def test_oumvlp_rank1_counts_a_missing_gallery_as_a_miss_and_rank1_valid_exclude
     # probes of 00006 at every view except 030 miss in the 030 column: 13 rows lose 1/3 of one cell
     expected_rows = [(12 * 100 + 66.67) / 13] * 13 + [100.0]
     assert report.metrics["rank1"] == pytest.approx(np.mean(expected_rows))
+    from gaitbench.results import report_table
+
+    table = report_table(report)  # both conventions are printed, each with its mean
+    assert "| NM (valid) |" in table and f"{report.metrics['rank1']:.2f}" in table and "100.00" in table
 
 
 def test_grew_counts_a_probe_without_gallery_as_a_miss():
