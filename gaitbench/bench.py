@@ -64,6 +64,20 @@ class ThroughputCase:
     def id(self) -> str:
         return f"{self.method}/{self.name}"
 
+    @classmethod
+    def standard(cls, method: str, prefix: str, variant: str, *, P: int, K: int, frames: int = 30,
+                 recipe: str | None = None, test_frames: int = 80) -> list["ThroughputCase"]:
+        """The usual three cases of one network: a training step at the recipe's batch, and
+        inference of one and of 16 packed ``test_frames``-frame sequences per forward."""
+        return [
+            cls(method, f"{prefix}-train", "train", variant, frames=frames, P=P, K=K, recipe=recipe or prefix,
+                description=f"{variant} network, {P} x {K} clips of {frames} frames"),
+            cls(method, f"{prefix}-infer-1x{test_frames}", "inference", variant, frames=test_frames, batch=1,
+                description=f"{variant} network, one {test_frames}-frame sequence per forward"),
+            cls(method, f"{prefix}-infer-16x{test_frames}", "inference", variant, frames=test_frames, batch=16,
+                description=f"{variant} network, 16 packed {test_frames}-frame sequences per forward"),
+        ]
+
     def tiny(self) -> "ThroughputCase":
         from dataclasses import replace
 

@@ -77,15 +77,6 @@ def register_methods(register):
 @gaitbench.hookimpl
 def register_throughput_cases(register):
     """The shapes of the speed targets (`tests/test_throughput.py`, `gaitbench bench`)."""
-    register(gaitbench.ThroughputCase("gaitgl", "casiab-train", "train", "casiab", frames=30, P=8, K=8, recipe="casiab",
-                                            description="CASIA-B recipe batch, 30 ordered frames"))
-    register(gaitbench.ThroughputCase("gaitgl", "casiab-infer-1x80", "inference", "casiab", frames=80, batch=1,
-                                            description="one 80-frame sequence per forward"))
-    register(gaitbench.ThroughputCase("gaitgl", "casiab-infer-16x80", "inference", "casiab", frames=80, batch=16,
-                                            description="16 packed 80-frame sequences per forward"))
-    register(gaitbench.ThroughputCase("gaitgl", "oumvlp-train", "train", "oumvlp", frames=30, P=32, K=8, recipe="oumvlp",
-                                            description="OU-MVLP network, 32 x 8 x 30 frames"))
-    register(gaitbench.ThroughputCase("gaitgl", "oumvlp-infer-1x80", "inference", "oumvlp", frames=80, batch=1,
-                                            description="OU-MVLP network, one 80-frame sequence"))
-    register(gaitbench.ThroughputCase("gaitgl", "oumvlp-infer-16x80", "inference", "oumvlp", frames=80, batch=16,
-                                            description="OU-MVLP network, 16 packed 80-frame sequences"))
+    for case in (gaitbench.ThroughputCase.standard("gaitgl", "casiab", "casiab", P=8, K=8)
+                 + gaitbench.ThroughputCase.standard("gaitgl", "oumvlp", "oumvlp", P=32, K=8)):
+        register(case)

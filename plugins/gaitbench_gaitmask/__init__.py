@@ -68,7 +68,6 @@ def register_methods(register):
 @gaitbench.hookimpl
 def register_throughput_cases(register):
     """The shapes of the speed targets (`tests/test_throughput.py`, `gaitbench bench`)."""
-    register(gaitbench.ThroughputCase("gaitmask", "hid2021-train", "train", "hid2021", frames=64, P=12, K=8, recipe="hid2021",
-                                            description="the paper's 12 x 8 batch of 64-frame clips"))
-    register(gaitbench.ThroughputCase("gaitmask", "hid2021-infer-16x80", "inference", "hid2021", frames=80, batch=16,
-                                            description="16 packed 80-frame sequences per forward"))
+    train, _, infer = gaitbench.ThroughputCase.standard("gaitmask", "hid2021", "hid2021", P=12, K=8, frames=64)
+    register(train)
+    register(infer)

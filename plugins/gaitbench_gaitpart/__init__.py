@@ -53,9 +53,5 @@ def register_methods(register):
 @gaitbench.hookimpl
 def register_throughput_cases(register):
     """The shapes of the speed targets (`tests/test_throughput.py`, `gaitbench bench`)."""
-    register(gaitbench.ThroughputCase("gaitpart", "casiab-train", "train", "casiab", frames=30, P=8, K=16, recipe="casiab",
-                                            description="CASIA-B recipe batch, 30 ordered frames"))
-    register(gaitbench.ThroughputCase("gaitpart", "casiab-infer-1x80", "inference", "casiab", frames=80, batch=1,
-                                            description="one 80-frame sequence per forward"))
-    register(gaitbench.ThroughputCase("gaitpart", "casiab-infer-16x80", "inference", "casiab", frames=80, batch=16,
-                                            description="16 packed 80-frame sequences per forward"))
+    for case in gaitbench.ThroughputCase.standard("gaitpart", "casiab", "casiab", P=8, K=16):
+        register(case)
