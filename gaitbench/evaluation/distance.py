@@ -155,20 +155,31 @@ def prepare(
 ) -> PreparedEmbeddings:
     """Convert ``[n, c, p]`` (or ``[n, d]``) embeddings into the ``role`` ("x"/"y") operand.
 
-    ``index`` (optional integer array) selects rows of ``a`` (no numpy copy of
-    the whole selection is made). Raises ``ValueError`` on NaN/inf values (or
+    ``a`` is a numpy array or a torch tensor (read on its own device, so CUDA tensors never
+    travel through the host). ``index`` (optional integer array) selects rows of ``a`` (no copy
+    of the whole selection is made). Raises ``ValueError`` on NaN/inf values (or
     values whose squared norms overflow float32).
     """
     if role not in ("x", "y"):
         raise ValueError(f"role must be 'x' or 'y'; got {role!r}")
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
-    arr = _as_parts(a, name)
     dev = torch.device(device)
-    src = torch.from_numpy(np.ascontiguousarray(arr))
-    idx = None if index is None else torch.as_tensor(np.asarray(index, dtype=np.int64).reshape(-1))
+    if isinstance(a, torch.Tensor):  # used where it lies (no round trip through the host)
+        src = a.detach()
+        if src.dim() == 2:
+            src = src.unsqueeze(2)
+        if src.dim() != 3 or src.dtype.is_complex or src.dtype == torch.bool:
+            raise ValueError(f"{name} must have shape [n, c, p] (or [n, d]) and a real dtype; got "
+                             f"{tuple(src.shape)} {src.dtype}")
+    else:
+        src = torch.from_numpy(np.ascontiguousarray(_as_parts(a, name)))
+    idx = None
+    if index is not None:
+        idx = torch.as_tensor(np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index,
+                                         dtype=np.int64).reshape(-1), device=src.device)
     n = src.shape[0] if idx is None else int(idx.numel())
-    c, p = int(arr.shape[1]), int(arr.shape[2])
+    c, p = int(src.shape[1]), int(src.shape[2])
     if metric == "flat_euc":
         P, cc = 1, c * p
     else:

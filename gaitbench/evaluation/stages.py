@@ -97,16 +97,12 @@ class StageInput:
 
 
 def _prepare(x, metric: str, role: str):
-    """``distance.prepare`` for a tensor on any device (it reads the rows through numpy)."""
+    """``distance.prepare`` for a tensor on any device (prepared where it lies)."""
     import torch
 
     from .distance import prepare
 
-    if isinstance(x, torch.Tensor):
-        device = x.device
-        x = x.detach().to("cpu", torch.float32).numpy()
-    else:
-        device = "cpu"
+    device = x.device if isinstance(x, torch.Tensor) else "cpu"
     return prepare(x, metric, role=role, device=device, name=role)
 
 
