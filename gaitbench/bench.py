@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 
 from .errors import GaitbenchError
 
@@ -178,6 +177,7 @@ def measure(method, *, variant: str | None = None, recipe=None, device: str = "c
             frames: int | None = None, test_frames: int = 80, infer_batch: int = 16, steps: int = 10,
             warmup: int = 3, height: int = 64, width: int = 44) -> dict[str, Any]:
     """Measure ``method`` (a registered Method) at its recipe's shapes (or the given ones)."""
+    import numpy as np
     import torch
 
     dev = torch.device(device)

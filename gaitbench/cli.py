@@ -213,7 +213,7 @@ def evaluate(protocol, files, partition, stage_names, overrides, fuse, pipeline,
     from .evaluation.engine import evaluate as run_evaluation, write_submission
     from .evaluation.files import load_embeddings
     from .evaluation.pipeline import resolve_stages, split_overrides
-    from .protocols import Split, resolve_protocol, resolve_split
+    from .protocols import resolve_protocol, resolve_split
     from .results import describe_metrics, report_table, write_json_atomic
 
     t0 = time.perf_counter()
@@ -252,15 +252,7 @@ def evaluate(protocol, files, partition, stage_names, overrides, fuse, pipeline,
         arrays = fused.embeddings if fuse == "concat" else fused.members()
     else:
         data, arrays = datas[0], datas[0]["embeddings"]
-    if partition or proto.split.needs_partition:
-        recorded = data.get("probe_set")
-        if partition or recorded is None or not len(recorded):
-            proto = resolve_split(proto, None, partition)
-        else:
-            from dataclasses import replace
-
-            proto = replace(proto, split=Split(partition="dataset", probe_set=[str(x) for x in recorded],
-                                               source=f"{files[0]} (recorded PROBE_SET)"))
+    proto = resolve_split(proto, None, partition, recorded_probe_set=data.get("probe_set"), recorded_from=files[0])
     load_s = time.perf_counter() - t0
     synthetic = any(str(d.get("synthetic", "unknown")) == "True" for d in datas)
     tag = " - SYNTHETIC DATA" if synthetic else ""

@@ -139,15 +139,20 @@ class Plugins:
             raise PluginError("; ".join(self._duplicate_errors[hook_name]))
         return registry
 
+    def _typed(self, hook_name: str, kind: str, cls, key) -> dict[str, Registered]:
+        """A registry whose items must be instances of ``cls``, named by ``key(obj)``."""
+
+        def validate(obj, plugin):
+            if not isinstance(obj, cls):
+                raise PluginError(f"{hook_name} expects a gaitbench.{cls.__name__}, got {type(obj).__name__}")
+            return key(obj), obj
+
+        return self._checked(hook_name, kind, validate)
+
     def methods(self) -> dict[str, Registered]:
         from .methods import Method
 
-        def validate(obj, plugin):
-            if not isinstance(obj, Method):
-                raise PluginError(f"register_methods expects a gaitbench.Method, got {type(obj).__name__}")
-            return obj.name, obj
-
-        return self._checked("register_methods", "method", validate)
+        return self._typed("register_methods", "method", Method, lambda m: m.name)
 
     def method(self, name: str):
         methods = self.methods()
@@ -167,23 +172,13 @@ class Plugins:
     def stages(self) -> dict[str, Registered]:
         from .evaluation.stages import Stage
 
-        def validate(obj, plugin):
-            if not isinstance(obj, Stage):
-                raise PluginError(f"register_stages expects a gaitbench.Stage, got {type(obj).__name__}")
-            return obj.name, obj
-
-        return self._checked("register_stages", "stage", validate)
+        return self._typed("register_stages", "stage", Stage, lambda st: st.name)
 
     def throughput_cases(self) -> dict[str, Registered]:
         """``{"<method>/<name>": Registered(ThroughputCase)}``."""
         from .bench import ThroughputCase
 
-        def validate(obj, plugin):
-            if not isinstance(obj, ThroughputCase):
-                raise PluginError(f"register_throughput_cases expects a gaitbench.ThroughputCase, got {type(obj).__name__}")
-            return obj.id, obj
-
-        return self._checked("register_throughput_cases", "throughput case", validate)
+        return self._typed("register_throughput_cases", "throughput case", ThroughputCase, lambda c: c.id)
 
     def add_commands(self, cli) -> None:
         for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):

@@ -308,15 +308,22 @@ def resolve_protocol(name_or_path: str, plugins=None) -> Protocol:
     return protocols[name_or_path].obj
 
 
-def resolve_split(protocol: Protocol, store=None, partition: str | Path | None = None) -> Protocol:
+def resolve_split(protocol: Protocol, store=None, partition: str | Path | None = None,
+                  recorded_probe_set=None, recorded_from: str = "") -> Protocol:
     """The protocol with its split settled: ``--partition`` wins; a protocol that takes its split
-    from a partition file uses the dataset's own ``partition.json`` when none is given."""
+    from a partition file uses the dataset's own ``partition.json``, else the PROBE_SET recorded
+    with saved embeddings (``recorded_probe_set``, from ``recorded_from``), when none is given."""
     if partition:
         return protocol.with_partition(partition)
     if protocol.split.needs_partition:
-        own = Path(store.root) / "partition.json" if store is not None else None
+        from .data.store import PARTITION_FILE
+
+        own = Path(store.root) / PARTITION_FILE if store is not None else None
         if own is not None and own.is_file():
             return protocol.with_partition(own)
+        if recorded_probe_set is not None and len(recorded_probe_set):
+            return replace(protocol, split=Split(partition="dataset", probe_set=[str(x) for x in recorded_probe_set],
+                                                 source=f"{recorded_from} (recorded PROBE_SET)"))
         raise DataError(f"protocol {protocol.describe()} takes its split from a partition file: pass --partition "
                         f"PATH (OpenGait's {protocol.dataset} JSON with TRAIN_SET, TEST_SET"
                         f"{', PROBE_SET' if getattr(protocol.evaluation, 'probe_from_partition', False) else ''})")

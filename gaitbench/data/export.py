@@ -17,15 +17,13 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
-from .store import Store
+from .store import Store, building, copy_side_files
 
-SIDE_FILES = ("partition.json", "probe_truth.csv")
 SOURCE_FILE = "gaitbench-source.json"
 
 
@@ -56,12 +54,9 @@ def export_pkl_tree(store: Store, out_dir: str | Path, *, square: bool = True, p
         if label in seen:
             raise DataError(f"{store.root}: sequence {label} appears twice; a pkl tree holds one per label")
         seen.add(label)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     from tqdm.auto import tqdm
 
-    try:
+    with building(out) as tmp:
         for i, (subject, type_, view) in enumerate(tqdm(
                 list(zip(store.index["subject"], store.index["type"], store.index["view"])),
                 desc="exporting pkl tree", unit="seq", disable=not progress, dynamic_ncols=True)):
@@ -72,15 +67,7 @@ def export_pkl_tree(store: Store, out_dir: str | Path, *, square: bool = True, p
             folder.mkdir(parents=True, exist_ok=True)
             with open(folder / f"{view}.pkl", "wb") as f:
                 pickle.dump(frames, f, protocol=4)
-        for name in SIDE_FILES:
-            if (store.root / name).is_file():
-                shutil.copyfile(store.root / name, tmp / name)
+        copy_side_files(store.root, tmp)
         source = {"exported_from": store.describe(), "square": square}
         (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=2, sort_keys=True), "utf-8")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
     return out

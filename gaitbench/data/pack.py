@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .store import INDEX_COLUMNS, PACKED_FORMAT, PACKED_VERSION, open_store
+from .store import INDEX_COLUMNS, PACKED_FORMAT, PACKED_VERSION, building, copy_side_files, open_store
 
 
 @dataclass
@@ -42,13 +40,10 @@ def pack_store(src: str | Path, dest: str | Path, *, strict: bool = False, progr
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
         raise DataError(f"{dest} exists and is not empty: choose a new folder for the packed store")
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     rows, skipped, shape = [], [], None
     digest = hashlib.sha256()
     total = 0
-    try:
+    with building(dest) as tmp:
         with open(tmp / "frames.raw", "wb") as raw:
             for i in tqdm(range(len(store)), desc="packing", unit="seq", disable=not progress, dynamic_ncols=True):
                 label = store.describe_row(i)
@@ -91,13 +86,5 @@ def pack_store(src: str | Path, dest: str | Path, *, strict: bool = False, progr
                      "packed_from": {"root": str(Path(src).resolve()), "store": store.meta.get("format"),
                                      "skipped": len(skipped)}})
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True), "utf-8")
-        for side in ("partition.json", "probe_truth.csv"):
-            if (Path(src) / side).is_file():
-                shutil.copy2(Path(src) / side, tmp / side)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if dest.exists():
-        dest.rmdir()
-    tmp.rename(dest)
+        copy_side_files(src, tmp)
     return PackSummary(str(dest), len(rows), total, skipped)

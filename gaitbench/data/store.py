@@ -15,14 +15,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 
 from ..errors import DataError
 from .safe_pickle import load_array_pickle
+
+# files a dataset folder may carry beside its sequences, kept by every tool that copies a dataset
+PARTITION_FILE = "partition.json"  # OpenGait-style split (Gait3D's PROBE_SET)
+PROBE_TRUTH_FILE = "probe_truth.csv"  # identities of an unlabelled probe set (synthetic GREW)
+SIDE_FILES = (PARTITION_FILE, PROBE_TRUTH_FILE)
 
 PACKED_FORMAT = "gaitbench-packed"
 PACKED_VERSION = 1
@@ -228,3 +236,29 @@ class PackedWriter:
     def finish(self) -> None:
         self.index.to_csv(self.root / "index.csv", index=False)
         (self.root / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True), "utf-8")
+
+
+@contextmanager
+def building(dest: str | Path) -> Iterator[Path]:
+    """Write a dataset folder atomically: yields an empty sibling temporary folder to fill; when
+    the block ends without error it replaces ``dest`` (whatever was there), otherwise it is removed,
+    so an interrupted or failed write never leaves a half-written dataset behind."""
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+
+
+def copy_side_files(src: str | Path, dest: str | Path) -> None:
+    """Copy the side files (:data:`SIDE_FILES`) of dataset folder ``src`` into ``dest``."""
+    for name in SIDE_FILES:
+        if (Path(src) / name).is_file():
+            shutil.copy2(Path(src) / name, Path(dest) / name)

@@ -32,7 +32,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -41,11 +40,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, did_you_mean
-from .store import PackedStore, PackedWriter
+from .store import PARTITION_FILE, PROBE_TRUTH_FILE, PackedStore, PackedWriter, building
 from .walker import CAMERA_ELEVATION_DEG, Occlusion, frame_width, random_stream
 
-PARTITION_FILE = "partition.json"
-PROBE_TRUTH_FILE = "probe_truth.csv"
 
 # the columns of a plan beyond the labels and length: what the walker is asked to render
 RENDER_COLUMNS = ["walker", "condition", "sequence", "azimuth", "elevation", "occlusion"]
@@ -371,9 +368,6 @@ def generate(spec: SynthSpec, out: str | Path, workers: int | None = None, progr
     the store: ``partition.json`` (gait3d), ``probe_truth.csv`` (grew)."""
     plan = plan_dataset(spec)
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     meta = {
         "dataset": spec.layout,
         "synthetic": True,
@@ -386,40 +380,32 @@ def generate(spec: SynthSpec, out: str | Path, workers: int | None = None, progr
     if plan.probe_truth is not None:
         meta["probe_truth_file"] = PROBE_TRUTH_FILE
     table = plan.table
-    writer = PackedWriter(tmp, table, (spec.height, frame_width(spec.height)), meta)
-    jobs = []
-    # one job per walker identity: its body parameters are drawn once per process
-    for _, group in table.assign(offset=writer.index["offset"]).groupby("walker", sort=True):
-        items = [(int(r.offset), int(r.length), int(r.walker), str(r.condition), int(r.sequence), float(r.azimuth),
-                  float(r.elevation), r.occlusion) for r in group.itertuples(index=False)]
-        jobs.append((str(tmp), asdict(spec), items))
-    workers = workers or min(len(jobs), os.cpu_count() or 1)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(table), desc=f"synthesising {spec.layout}", unit="seq", disable=not progress,
-               dynamic_ncols=True)
-    try:
-        if workers <= 1:
-            for job in jobs:
-                bar.update(_render_walker(job))
-        else:
-            # spawn: safe even when the parent already started torch's thread pools
-            with mp.get_context("spawn").Pool(workers) as pool:
-                for done in pool.imap_unordered(_render_walker, jobs):
-                    bar.update(done)
+    with building(out) as tmp:
+        writer = PackedWriter(tmp, table, (spec.height, frame_width(spec.height)), meta)
+        jobs = []
+        # one job per walker identity: its body parameters are drawn once per process
+        for _, group in table.assign(offset=writer.index["offset"]).groupby("walker", sort=True):
+            items = [(int(r.offset), int(r.length), int(r.walker), str(r.condition), int(r.sequence),
+                      float(r.azimuth), float(r.elevation), r.occlusion) for r in group.itertuples(index=False)]
+            jobs.append((str(tmp), asdict(spec), items))
+        workers = workers or min(len(jobs), os.cpu_count() or 1)
+        with tqdm(total=len(table), desc=f"synthesising {spec.layout}", unit="seq", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            if workers <= 1:
+                for job in jobs:
+                    bar.update(_render_walker(job))
+            else:
+                # spawn: safe even when the parent already started torch's thread pools
+                with mp.get_context("spawn").Pool(workers) as pool:
+                    for done in pool.imap_unordered(_render_walker, jobs):
+                        bar.update(done)
         if plan.partition is not None:
             (tmp / PARTITION_FILE).write_text(json.dumps(plan.partition, indent=2), "utf-8")
         if plan.probe_truth is not None:
             plan.probe_truth.to_csv(tmp / PROBE_TRUTH_FILE, index=False)
         writer.finish()
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        bar.close()
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
     return PackedStore(out)
 
 
