@@ -126,18 +126,19 @@ def train_step_fn(model, runner, recipe, P: int, K: int, frames: int, dev, dtype
     """A training step on one fixed random batch: forward + triplet loss + backward + optimizer step."""
     import torch
 
-    from .training.losses import triplet_loss
+    from .training.losses import triplet_index, triplet_loss
     from .training.trainer import build_optimizer
 
     sils = (torch.rand(P * K, frames, height, width, generator=gen) > 0.5).float().to(dev)
-    labels = torch.arange(P, device=dev).repeat_interleave(K)
+    labels = torch.arange(P).repeat_interleave(K)
+    index = triplet_index(labels, dev)  # decided on the host, as the trainer does: no sync in the step
     opt = build_optimizer(model, recipe)
     model.train()
 
     def step():
         with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = runner(sils)
-        loss, _ = triplet_loss(out["embeddings"].float(), labels)
+        loss, _ = triplet_loss(out["embeddings"].float(), None, index=index)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -48,6 +48,9 @@ class TrainBatch:
     labels: np.ndarray  # int64 [B], class indices of the training subjects
     indices: np.ndarray  # rows of the store (after any substitution of an unreadable sequence)
     skipped: dict = field(default_factory=dict)  # {row: reason} sequences replaced while loading this batch
+    # labels of the whole global batch in the order ranks' shards are gathered (= labels when
+    # training in one process): the triplet loss's pairs are decided from them on the host
+    global_labels: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,7 @@ class TripletSampler:
         self.loader = ClipLoader(store, frames, order, skip, min_frames, strict)
         self.workers, self.prefetch = int(workers), max(1, int(prefetch))
         self._pool = None
-        self._pending: list = []  # (future, rng state after its plan)
+        self._pending: list = []  # (future, rng state after its plan, its global labels)
         self._consumed_state = self._rng_state()
 
     def __iter__(self) -> Iterator[TrainBatch]:
@@ -207,6 +210,9 @@ class TripletSampler:
 
     def plan(self, rank: int = 0, world_size: int = 1) -> list[ClipPlan]:
         """The next global batch's clips (advances the random stream), this rank's shard."""
+        return self._plan(rank, world_size)[0]
+
+    def _plan(self, rank: int, world_size: int) -> tuple[list[ClipPlan], np.ndarray]:
         rng = self.rng
         n = len(self.classes)
         chosen = rng.choice(n, size=self.P, replace=n < self.P)
@@ -215,21 +221,24 @@ class TripletSampler:
             pool = self.by_class[c]
             for row in rng.choice(pool, size=self.K, replace=len(pool) < self.K):
                 plan.append(ClipPlan(int(row), int(c), int(rng.integers(2**63)), self._pools[c]))
-        return plan[rank::world_size]
+        labels = np.array([c.label for c in plan], dtype=np.int64)[shard_order(len(plan), world_size)]
+        return plan[rank::world_size], labels
 
     def next_batch(self, rank: int = 0, world_size: int = 1) -> TrainBatch:
         if self.workers <= 0:
-            batch = self.loader.load(self.plan(rank, world_size))
+            plan, labels = self._plan(rank, world_size)
+            batch = self.loader.load(plan)
             self._consumed_state = self._rng_state()
         else:
             if self._pool is None:
                 self._start_pool()
             while len(self._pending) < self.prefetch + 1:
-                plan = self.plan(rank, world_size)
-                self._pending.append((self._pool.submit(_worker_load, plan), self._rng_state()))
-            future, state = self._pending.pop(0)
+                plan, labels = self._plan(rank, world_size)
+                self._pending.append((self._pool.submit(_worker_load, plan), self._rng_state(), labels))
+            future, state, labels = self._pending.pop(0)
             batch = future.result()
             self._consumed_state = state
+        batch.global_labels = labels
         self.skipped.update(batch.skipped)
         return batch
 
@@ -243,7 +252,7 @@ class TripletSampler:
 
     def close(self) -> None:
         """Stop the workers; batches prefetched but not handed out are dropped."""
-        for future, _ in self._pending:
+        for future, *_ in self._pending:
             future.cancel()
         self._pending = []
         if self._pool is not None:

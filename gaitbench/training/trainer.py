@@ -3,6 +3,7 @@ register (parameter groups, a regulariser), never by copying the loop."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
@@ -17,7 +18,7 @@ import torch
 from ..errors import GaitbenchError
 from .checkpoint import load_state_strict, save_checkpoint
 from .distributed import SINGLE, Dist, gather_with_grad
-from .losses import part_cross_entropy, triplet_loss
+from .losses import part_cross_entropy, triplet_index, triplet_loss
 from .recipe import Recipe
 
 CHECKPOINT_DIR = "checkpoints"
@@ -182,20 +183,36 @@ class Trainer:
                 log.write_text("".join(l + "\n" for l in kept))
 
     # -- one step ---------------------------------------------------------------------------
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        """A host batch array on the training device; on CUDA it is staged in pinned memory so the
+        copy is asynchronous and the host goes on queueing the step."""
+        t = torch.from_numpy(array)
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
     def _forward_loss(self, step: int) -> dict[str, torch.Tensor]:
         batch = self.sampler.next_batch(self.dist.rank, self.dist.world_size)
         # uint8 travels to the device; scaling there moves a quarter of the bytes.
-        sils = torch.from_numpy(batch.sils).to(self.device, non_blocking=True).float().mul_(1.0 / 255.0)
-        labels = torch.from_numpy(batch.labels).to(self.device, non_blocking=True)
-        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
+        sils = self._to_device(batch.sils).float().mul_(1.0 / 255.0)
+        labels = self._to_device(batch.labels)
+        # Which pairs are positives is decided here, from the host's labels: the loss then needs
+        # nothing back from the device (no synchronisation inside the step).
+        global_labels = batch.global_labels if self.dist.enabled else batch.labels
+        index = triplet_index(global_labels, self.device)
+        with self._autocast():
             out = self.train_model(sils)
         losses = self.recipe.loss
         # The triplet loss sees the global batch; DDP averages gradients over ranks, so scaling
         # by the world size gives the single-process gradient (as the reference does).
         emb = gather_with_grad(out["embeddings"].float(), self.dist)
         all_labels = gather_with_grad(labels, self.dist)
-        triplet, logs = triplet_loss(emb, all_labels, margin=losses.triplet.margin)
+        triplet, logs = triplet_loss(emb, all_labels, margin=losses.triplet.margin, index=index)
         total = losses.triplet.weight * triplet
         backward = total * self.dist.world_size
         logs = {"loss_triplet": triplet.detach(), **logs}

@@ -1,0 +1,91 @@
+"""A training step never waits on the device: nothing in forward + loss + backward + optimizer
+step reads a tensor's value back to the host.
+
+On CPU this is checked on PyTorch's ``meta`` device, where every data-dependent read (``.item()``,
+``bool(t)``, boolean-mask indexing, ``nonzero``) raises, for every registered method and each of
+its recipes. On CUDA (marked ``gpu``) the same step runs with ``torch.cuda.set_sync_debug_mode``
+set to raise on any synchronising call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gaitbench.data.sampling import TrainBatch, TripletSampler
+from gaitbench.plugins import build_plugin_manager
+from gaitbench.training.recipe import resolve_recipe
+from gaitbench.training.trainer import Trainer
+
+
+class FixedBatches:
+    """P x K zero clips, as a sampler hands them out (uint8 on the host, labels as numpy)."""
+
+    def __init__(self, P: int, K: int, frames: int):
+        self.P, self.K, self.frames = P, K, frames
+
+    def next_batch(self, rank: int = 0, world_size: int = 1) -> TrainBatch:
+        n = self.P * self.K
+        labels = np.repeat(np.arange(self.P), self.K)
+        return TrainBatch(np.zeros((n, self.frames, 64, 44), np.uint8), labels, np.arange(n), global_labels=labels)
+
+    def state_dict(self) -> dict:
+        return {}
+
+
+def _method_recipes():
+    methods = build_plugin_manager(distributions={"gaitbench"}).methods()
+    return [(name, recipe) for name, reg in sorted(methods.items()) for recipe in reg.obj.recipe_names()]
+
+
+METHOD_RECIPES = _method_recipes()
+
+
+def _trainer(method_name: str, recipe_name: str, device: str) -> Trainer:
+    from gaitbench.plugins import get_plugins
+
+    method = get_plugins().method(method_name)
+    recipe = resolve_recipe(method, recipe_name)
+    model = method.create(recipe.variant or method.default_variant).to(device)
+    return Trainer(model, recipe, FixedBatches(2, 3, 8), method=method, device=device, progress=False)
+
+
+def test_every_method_has_recipes_to_check():
+    assert {m for m, _ in METHOD_RECIPES} >= {"gaitset", "gaitpart", "gaitgl", "gaitmask"}
+
+
+@pytest.mark.parametrize("method,recipe", METHOD_RECIPES, ids=[f"{m}-{r}" for m, r in METHOD_RECIPES])
+def test_training_step_reads_nothing_back_from_the_device(method, recipe):
+    trainer = _trainer(method, recipe, "meta")
+    for _ in range(2):  # the second step has optimizer state (momentum, Adam moments)
+        logs = trainer.train_step(check_now=False)
+    assert trainer.step == 2
+    assert {"loss", "loss_triplet", "loss_num", "mean_dist"} <= set(logs)
+    assert all(v.device.type == "meta" for v in logs.values())
+
+
+def test_sampler_hands_out_the_gathered_order_of_labels(small_synth):
+    store, _ = small_synth
+    rows = np.flatnonzero(store.index["subject"].isin(["001", "002", "003", "004"]).to_numpy())
+    shards = [TripletSampler(store, rows, P=3, K=2, frames=4, seed=5).next_batch(rank, 2) for rank in (0, 1)]
+    gathered = np.concatenate([s.labels for s in shards])
+    assert np.array_equal(shards[0].global_labels, gathered)
+    assert np.array_equal(shards[1].global_labels, gathered)
+    alone = TripletSampler(store, rows, P=3, K=2, frames=4, seed=5).next_batch()
+    assert np.array_equal(alone.global_labels, alone.labels)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("method,recipe", METHOD_RECIPES, ids=[f"{m}-{r}" for m, r in METHOD_RECIPES])
+def test_training_step_does_not_synchronise_cuda(method, recipe):
+    trainer = _trainer(method, recipe, "cuda")
+    trainer.train_step(check_now=False)  # first step: cuDNN autotuning, optimizer state creation
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        trainer.train_step(check_now=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
