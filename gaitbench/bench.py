@@ -94,12 +94,13 @@ def build_case(case: ThroughputCase, device: str = "cpu", *, compile: bool = Fal
     method = get_plugins().method(case.method)
     recipe = resolve_recipe(method, case.recipe) if case.recipe else Recipe(name="bench")
     dev = torch.device(device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(case.amp if dev.type == "cuda" else "none")
+    amp = case.amp if dev.type == "cuda" else "none"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     model = _prepare_model(method.create(case.variant).to(dev), channels_last)
     runner = torch.compile(model) if compile else model
     gen = torch.Generator().manual_seed(0)
     if case.kind == "train":
-        step = train_step_fn(model, runner, recipe, case.P, case.K, case.frames, dev, dtype, gen)
+        step = train_step_fn(model, runner, recipe, case.P, case.K, case.frames, dev, amp, gen)
         n = case.P * case.K
     else:
         step = infer_fn(model, runner, case.batch, case.frames, dev, dtype, gen)
@@ -121,29 +122,48 @@ def _prepare_model(model, channels_last: bool):
     return model
 
 
-def train_step_fn(model, runner, recipe, P: int, K: int, frames: int, dev, dtype, gen, height: int = 64,
+class FixedBatch:
+    """A sampler that hands out one fixed random P x K batch, as the loader would (uint8 frames
+    and numpy labels on the host), so a timed step is the trainer's own step: upload, forward,
+    the recipe's losses, backward, optimizer and scheduler."""
+
+    def __init__(self, P: int, K: int, frames: int, height: int, width: int, gen):
+        import numpy as np
+        import torch
+
+        from .data.sampling import TrainBatch
+
+        sils = (torch.rand(P * K, frames, height, width, generator=gen) > 0.5).to(torch.uint8).mul_(255).numpy()
+        labels = np.repeat(np.arange(P), K)
+        self.batch = TrainBatch(sils, labels, np.arange(P * K), global_labels=labels)
+
+    def next_batch(self, rank: int = 0, world_size: int = 1):
+        return self.batch
+
+    def state_dict(self) -> dict:
+        return {}
+
+
+def train_step_fn(model, runner, recipe, P: int, K: int, frames: int, dev, amp: str, gen, height: int = 64,
                   width: int = 44):
-    """A training step on one fixed random batch: forward + triplet loss + backward + optimizer step."""
+    """One step of gaitbench's :class:`~gaitbench.training.trainer.Trainer` on a fixed random
+    batch at ``amp`` precision (``none``, ``bf16``, ``fp16`` with a gradient scaler)."""
+    from dataclasses import replace
+
     import torch
 
-    from .training.losses import triplet_index, triplet_loss
-    from .training.trainer import build_optimizer
+    from .training.trainer import Trainer
 
-    sils = (torch.rand(P * K, frames, height, width, generator=gen) > 0.5).float().to(dev)
-    labels = torch.arange(P).repeat_interleave(K)
-    index = triplet_index(labels, dev)  # decided on the host, as the trainer does: no sync in the step
-    opt = build_optimizer(model, recipe)
+    recipe = replace(recipe, train=replace(recipe.train, amp=amp))
+    trainer = Trainer(model, recipe, FixedBatch(P, K, frames, height, width, gen), device=str(dev), progress=False)
+    trainer.train_model = runner
     model.train()
 
     def step():
-        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = runner(sils)
-        loss, _ = triplet_loss(out["embeddings"].float(), None, index=index)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        trainer.train_step(check_now=False)
 
-    step.sils = sils
+    step.sils = torch.from_numpy(trainer.sampler.batch.sils).to(dev).float().div_(255)
+    step.trainer = trainer
     return step
 
 
@@ -207,7 +227,7 @@ def measure(method, *, variant: str | None = None, recipe=None, device: str = "c
     # -- training step: forward + loss + backward + optimizer step
     from .training.recipe import Recipe
 
-    train_step = train_step_fn(model, runner, recipe or Recipe(name="bench"), P, K, frames, dev, dtype, gen,
+    train_step = train_step_fn(model, runner, recipe or Recipe(name="bench"), P, K, frames, dev, amp, gen,
                                height, width)
     sils = train_step.sils
 
@@ -247,3 +267,35 @@ def measure(method, *, variant: str | None = None, recipe=None, device: str = "c
     train_flops = 3 * count_flops(model, sils[:1]) * P * K
     record["train"]["achieved_tflops"] = train_flops / step_s / 1e12
     return record
+
+
+def measure_loader(data: str, *, P: int, K: int, frames: int, order: str = "unordered", skip: int = 0,
+                   min_frames: int = 1, workers: int = 0, steps: int = 10, warmup: int = 2) -> dict[str, Any]:
+    """The training loader alone: P x K clips per batch drawn from the store at ``data`` by the
+    trainer's own sampler (``workers`` processes), as uint8 host arrays. Compare its sequences/s
+    with the training step's: below it, the device waits on the loader."""
+    import numpy as np
+
+    from .data.sampling import TripletSampler
+    from .data.store import open_store
+
+    store = open_store(data)
+    rows = np.arange(len(store.index))
+    sampler = TripletSampler(store, rows, P, K, frames, order, skip, seed=0, min_frames=min_frames, workers=workers)
+    try:
+        t0 = time.perf_counter()
+        for _ in range(max(1, warmup)):  # the first batch also starts the worker pool
+            sampler.next_batch()
+        startup = time.perf_counter() - t0
+        times = []
+        for _ in range(steps):
+            t = time.perf_counter()
+            batch = sampler.next_batch()
+            times.append(time.perf_counter() - t)
+    finally:
+        sampler.close()
+    # with workers the batches were loaded ahead, in parallel: the mean wait is the rate
+    batch_s = float(np.mean(times))
+    return {"data": str(data), "store": type(store).__name__, "workers": workers, "batch": [P * K, frames],
+            "batch_s": batch_s, "seq_per_s": P * K / batch_s, "frames_per_s": P * K * frames / batch_s,
+            "batch_mb": batch.sils.nbytes / 2**20, "startup_s": startup, "steps": steps}

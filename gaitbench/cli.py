@@ -440,9 +440,12 @@ def import_checkpoint(checkpoint, source, method, variant, out):
 @click.option("--infer-batch", type=int, default=16, show_default=True, help="Sequences per inference batch.")
 @click.option("--steps", type=int, default=10, show_default=True)
 @click.option("--warmup", type=int, default=3, show_default=True)
+@click.option("--data", type=click.Path(), default=None,
+              help="Also measure the training loader alone on this dataset (packed store or pkl tree).")
+@click.option("--workers", type=int, default=0, show_default=True, help="Loader processes for --data.")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write the bench record here.")
 def bench(method, variant, protocol, recipe, device, amp, compile_, channels_last, batch, frames, test_frames,
-          infer_batch, steps, warmup, json_out):
+          infer_batch, steps, warmup, data, workers, json_out):
     """Measure training and inference throughput, latency, memory, parameters and FLOPs."""
     from .bench import measure
     from .results import write_json_atomic
@@ -457,6 +460,10 @@ def bench(method, variant, protocol, recipe, device, amp, compile_, channels_las
             assert len(pk) == 2
         except (ValueError, AssertionError):
             raise GaitbenchError(f"--batch expects P,K (two integers), got {batch!r}") from None
+    if data:  # a wrong path is reported before minutes of measuring, not after
+        from .data.store import open_store
+
+        open_store(data)
     record = measure(m, variant=variant, recipe=rec, device=device, amp=amp, compile=compile_,
                      channels_last=channels_last, train_batch=pk, frames=frames, test_frames=test_frames,
                      infer_batch=infer_batch, steps=steps, warmup=warmup)
@@ -468,6 +475,18 @@ def bench(method, variant, protocol, recipe, device, amp, compile_, channels_las
                f"{record['shapes']['train'][0]} x {record['shapes']['train'][1]} frames, {t['achieved_tflops']:.3f} TFLOP/s")
     click.echo(f"  inference {i['seq_per_s']:.1f} seq/s in batches of {infer_batch}; latency {i['latency_s'] * 1000:.1f} ms "
                f"for one sequence; {i['achieved_tflops']:.3f} TFLOP/s")
+    if data:
+        from .bench import measure_loader
+
+        P, K = pk or (rec.sampler.P, rec.sampler.K)
+        s = rec.sampler
+        loader = measure_loader(data, P=P, K=K, frames=frames or s.frames, order=s.order, skip=s.skip,
+                                min_frames=s.min_frames, workers=workers, steps=steps, warmup=warmup)
+        loader["headroom"] = loader["seq_per_s"] / t["seq_per_s"]
+        record["loader"] = loader
+        click.echo(f"  loader    {loader['seq_per_s']:.1f} seq/s ({loader['frames_per_s']:.0f} frames/s) with "
+                   f"{workers} worker(s) from {loader['store']}: {loader['headroom']:.2f}x the training step"
+                   + ("" if loader["headroom"] >= 1 else " -- the device would wait on the loader; add --workers"))
     if json_out:
         write_json_atomic(json_out, record)
 

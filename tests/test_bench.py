@@ -13,12 +13,14 @@ from gaitbench.plugins import get_plugins
 from .conftest import run_cli
 
 
-def test_bench_cli_writes_a_complete_record(tmp_path):
+def test_bench_cli_writes_a_complete_record(tmp_path, small_synth):
     out = tmp_path / "bench.json"
+    store, _ = small_synth
     proc = run_cli("bench", "--method", "gaitset", "--recipe", "quick", "--batch", "2,2", "--frames", "4",
-                   "--test-frames", "6", "--infer-batch", "2", "--steps", "2", "--warmup", "1", "--json", str(out))
+                   "--test-frames", "6", "--infer-batch", "2", "--steps", "2", "--warmup", "1", "--json", str(out),
+                   "--data", str(store.root))
     assert proc.returncode == 0, proc.stderr
-    assert "seq/s" in proc.stdout and "GFLOPs" in proc.stdout
+    assert "seq/s" in proc.stdout and "GFLOPs" in proc.stdout and "loader" in proc.stdout
     r = json.loads(out.read_text())
     assert r["kind"] == "bench" and r["method"] == "gaitset" and r["variant"] == "quick"
     assert r["params"] == 158_216 and r["shapes"]["train"] == [4, 4, 64, 44]
@@ -26,6 +28,10 @@ def test_bench_cli_writes_a_complete_record(tmp_path):
         assert r[section]["seq_per_s"] > 0 and r[section]["achieved_tflops"] > 0
     assert r["inference"]["latency_s"] > 0 and r["gflops_per_sequence"] > 0
     assert r["amp"] == "none" and r["compile"] is False and r["torch"]
+    # the loader alone, at the same batch shape, beside the training step it has to feed
+    loader = r["loader"]
+    assert loader["batch"] == [4, 4] and loader["store"] == "PackedStore" and loader["seq_per_s"] > 0
+    assert loader["headroom"] == pytest.approx(loader["seq_per_s"] / r["train"]["seq_per_s"])
 
 
 def test_channels_last_for_2d_and_3d_models():
@@ -44,9 +50,14 @@ def test_flops_scale_with_frames():
     assert 1.8 < f60 / f30 < 2.0  # the frame CNN doubles; the set-level part stays
 
 
-def test_bad_bench_arguments():
+def test_bad_bench_arguments(tmp_path):
     proc = run_cli("bench", "--method", "gaitset", "--batch", "2x2")
     assert proc.returncode != 0 and "--batch expects P,K" in proc.stderr and "Traceback" not in proc.stderr
+    missing = tmp_path / "no-such-data"
+    proc = run_cli("bench", "--method", "gaitset", "--recipe", "quick", "--batch", "2,2", "--frames", "4",
+                   "--test-frames", "4", "--infer-batch", "2", "--steps", "1", "--warmup", "1", "--data", str(missing))
+    assert proc.returncode != 0 and str(missing) in proc.stderr and "does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
     with pytest.raises(Exception, match="no CUDA device"):
         import torch
 
