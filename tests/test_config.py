@@ -39,6 +39,7 @@ def test_set_overrides_any_field():
     ("sampler.P=four", r"sampler.P: expected an integer, got 'four'"),
     ("sampler.order=random", r"expected 'unordered' or 'ordered'"),
     ("sampler", r"expected key=value"),
+    ("eval.max_frames_per_batch=-1", r"max_frames_per_batch must be >= 0 \(0 = the device's default\)"),
 ])
 def test_bad_overrides_are_errors(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -194,3 +194,34 @@ def test_sequence_batches_cover_every_row_once(small_synth):
             assert not sils[j, lengths[j]:].any()
         seen.extend(batch_rows.tolist())
     assert sorted(seen) == rows.tolist()
+
+
+def test_embedding_batches_follow_the_device_frame_budget(small_synth, monkeypatch):
+    import torch
+
+    import gaitbench.data.sampling as sampling
+    from gaitbench.run import default_frame_budget, embed
+
+    assert default_frame_budget("cpu") == 128 and default_frame_budget("cuda:0") == 4096
+    store, _ = small_synth
+    rows = np.arange(0, 120)
+    shapes = []
+    real = sampling.sequence_batches
+
+    def spy(*args, **kwargs):
+        for batch in real(*args, **kwargs):
+            shapes.append(batch[1].shape[:2])
+            yield batch
+
+    monkeypatch.setattr(sampling, "sequence_batches", spy)
+
+    class Mean(torch.nn.Module):
+        def forward(self, x, lengths=None):
+            return {"embeddings": x.mean((1, 3)).unsqueeze(1)}
+
+    out = embed(Mean(), store, rows, device="cpu", progress=False)  # the recipe's 0: the device default
+    assert out.shape[0] == len(rows) and len(shapes) > 1
+    assert all(b * t <= 128 or b == 1 for b, t in shapes)
+    shapes.clear()
+    embed(Mean(), store, rows, device="cpu", max_frames_per_batch=4096, progress=False)
+    assert max(b for b, _ in shapes) > 8  # an explicit budget is kept

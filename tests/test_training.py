@@ -194,6 +194,12 @@ def test_mismatched_checkpoints_are_refused(small_synth, tmp_path):
                         recipe=recipe, source="x")
     with pytest.raises(GaitbenchError, match="data fingerprint"):
         check_resumable(payload, method="gaitset", variant="quick", fingerprint="0" * 16, recipe=recipe, source="x")
+    # the inference batch size is a speed knob, not part of what was trained: changing it resumes
+    faster = resolve_recipe(get_plugins().method("gaitset"), "quick",
+                            ["sampler.P=4", "sampler.K=4", "sampler.frames=6", "train.log_every=1",
+                             "eval.max_frames_per_batch=512", "eval.max_sequences_per_batch=8"])
+    check_resumable(payload, method="gaitset", variant="quick", fingerprint=payload["data_fingerprint"], recipe=faster,
+                    source="x")
     with pytest.raises(GaitbenchError, match="recipe differs in optimizer.lr"):
         execute(settings(small_synth, out, iterations=3, resume=True, overrides=["optimizer.lr=0.5"]),
                 echo=lambda s: None)

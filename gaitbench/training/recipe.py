@@ -88,7 +88,9 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    max_frames_per_batch: int = 4096  # inference batch size is a frame budget, not a GPU count
+    # inference batch size is a frame budget, not a GPU count; 0 = the device's default
+    # (run.default_frame_budget: 4096 frames on CUDA, 128 on a CPU, where small batches stay in cache)
+    max_frames_per_batch: int = 0
     max_sequences_per_batch: int = 64
     # post-processing stages run on the test distances, in order (none unless asked); their
     # parameters live in the recipe's [stages.<name>] tables
@@ -96,6 +98,9 @@ class EvalConfig:
     metric: str = ""  # the distance at evaluation; empty = the protocol's (the Gait3D configs use cos)
 
     def validate(self, where: str):
+        if self.max_frames_per_batch < 0 or self.max_sequences_per_batch < 1:
+            raise ConfigError(f"{where}: max_frames_per_batch must be >= 0 (0 = the device's default) and "
+                              "max_sequences_per_batch >= 1")
         if self.metric not in ("", "euc", "cos", "flat_euc"):
             raise ConfigError(f"{where}.metric: expected euc, cos, flat_euc or empty (the protocol's), got {self.metric!r}")
 

@@ -395,6 +395,8 @@ def check_resumable(payload: dict[str, Any], *, method: str, variant: str, finge
     saved, now = dict(payload.get("recipe") or {}), to_dict(recipe)
     for d in (saved, now):
         d.get("train", {}).pop("iterations", None)  # training longer is what resuming is for
+        for knob in ("max_frames_per_batch", "max_sequences_per_batch"):  # inference speed only
+            d.get("eval", {}).pop(knob, None)
         d.pop("source", None)
     if saved != now:
         keys = sorted(_diff_keys(saved, now))
