@@ -7,8 +7,10 @@ Conventions: a batch of silhouette sequences is laid out as ``[n, c, s, h, w]``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -21,6 +23,9 @@ __all__ = [
     "temporal_max",
     "TemporalMax",
     "init_parameters",
+    "Packing",
+    "packing",
+    "host_to_device",
 ]
 
 
@@ -150,12 +155,76 @@ def prepare_silhouettes(sils: torch.Tensor, in_channels: int = 1, input_pool: in
     return x
 
 
+def host_to_device(array, device) -> torch.Tensor:
+    """A host (numpy) array on ``device``; to CUDA through pinned memory without blocking."""
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    device = torch.device(device)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _host_lengths(lengths, n: int, s: int) -> np.ndarray:
+    if isinstance(lengths, torch.Tensor):
+        lengths = lengths.detach().cpu()  # reads a CUDA tensor back once: pass lengths on the host
+    host = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    if host.shape != (n,):
+        raise ValueError(f"lengths must have one entry per sequence ({n}), got {host.shape[0]}")
+    if (host < 1).any() or (host > s).any():
+        raise ValueError("lengths must lie in [1, s_max]")
+    return host
+
+
 def check_lengths(lengths, n: int, s: int, device) -> torch.Tensor | None:
     """``lengths`` of a zero-padded batch as int64 ``[n]`` on ``device``, each in ``[1, s]``
-    (``None`` stays ``None``); a ``ValueError`` otherwise."""
+    (``None`` stays ``None``); a ``ValueError`` otherwise. Checked on the host."""
     if lengths is None:
         return None
-    lengths = torch.as_tensor(lengths, device=device).long().reshape(n)
-    if bool((lengths < 1).any()) or bool((lengths > s).any()):
-        raise ValueError("lengths must lie in [1, s_max]")
-    return lengths
+    return host_to_device(_host_lengths(lengths, n, s), device)
+
+
+@dataclass(frozen=True)
+class Packing:
+    """The layout of a zero-padded batch of ``n`` sequences of up to ``s`` frames, decided on the
+    host from the lengths (built by :func:`packing`).
+
+    Every choice a model makes from the lengths (is every sequence full length? which frames are
+    real?) is a host value here, and the device only receives index tensors copied without
+    blocking: a packed forward never waits for the device to answer a question about its input.
+
+    ``host``: the lengths as numpy ``[n]``, ``None`` when every sequence has all ``s`` frames;
+    ``lengths``: the same on the device; ``index``: flat positions ``i * s + t`` of the real
+    frames, sequence-major (``[F]`` on the device)."""
+
+    n: int
+    s: int
+    host: Optional[np.ndarray] = None
+    lengths: Optional[torch.Tensor] = None
+    index: Optional[torch.Tensor] = None
+
+    @property
+    def full(self) -> bool:
+        return self.host is None
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """``[n * s, ...]`` -> the real frames ``[F, ...]`` (all of them when ``full``)."""
+        return x if self.full else x.index_select(0, self.index)
+
+    def scatter(self, frames: torch.Tensor) -> torch.Tensor:
+        """The real frames ``[F, ...]`` -> ``[n * s, ...]``, zeros after each sequence's end."""
+        if self.full:
+            return frames
+        out = frames.new_zeros(self.n * self.s, *frames.shape[1:])
+        return out.index_copy(0, self.index, frames)
+
+
+def packing(lengths, n: int, s: int, device) -> Packing:
+    """The :class:`Packing` of a batch with ``lengths`` (numpy, list or tensor; ``None``: all
+    full). Pass host lengths: a CUDA tensor has to be read back, which waits for the device."""
+    if lengths is None:
+        return Packing(n, s)
+    host = _host_lengths(lengths, n, s)
+    if (host == s).all():
+        return Packing(n, s)
+    index = np.flatnonzero(np.arange(s)[None, :] < host[:, None])
+    return Packing(n, s, host, host_to_device(host, device), host_to_device(index, device))

@@ -74,6 +74,51 @@ def default_frame_budget(device: str) -> int:
     return 4096 if str(device).startswith("cuda") else 128
 
 
+def prefetched(items, depth: int = 2):
+    """Iterate ``items`` while a background thread produces up to ``depth`` ahead (the host's
+    reading and padding overlaps the device's work). An exception in the producer is raised here,
+    at the item where it happened; stopping early stops the thread."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+        except BaseException as exc:  # handed to the consumer
+            put((False, exc))
+            return
+        put((True, done))
+
+    thread = threading.Thread(target=produce, name="gaitbench-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def embed(model, store, rows: np.ndarray, *, device: str = "cpu", max_frames_per_batch: int = 0,
           max_sequences: int = 64, progress: bool = True, skipped: dict | None = None) -> np.ndarray:
     """Embeddings ``[len(rows), C, P]`` float32 of whole sequences, in the order of ``rows``.
@@ -87,18 +132,24 @@ def embed(model, store, rows: np.ndarray, *, device: str = "cpu", max_frames_per
     from tqdm.auto import tqdm
 
     from .data.sampling import sequence_batches
+    from .nn import host_to_device
 
     model.eval()
+    dev = torch.device(device)
     max_frames_per_batch = max_frames_per_batch or default_frame_budget(device)
     position = {int(r): i for i, r in enumerate(rows)}
     out: np.ndarray | None = None
     done = 0
+    # uint8 frames travel to the device (a quarter of the bytes) and are scaled there; on CUDA the
+    # next batch is read and padded by a thread while the device computes this one.
+    batches = sequence_batches(store, rows, max_frames_per_batch, max_sequences, skipped=skipped, raw=True)
+    if dev.type == "cuda":
+        batches = prefetched(batches)
     with torch.inference_mode(), tqdm(total=len(rows), desc="embedding", unit="seq", disable=not progress,
                                       dynamic_ncols=True) as bar:
-        for batch_rows, sils, lengths in sequence_batches(store, rows, max_frames_per_batch, max_sequences,
-                                                          skipped=skipped):
-            x = torch.from_numpy(sils).to(device)
-            lens = torch.from_numpy(lengths).to(device)
+        for batch_rows, frames, lengths in batches:
+            x = host_to_device(frames, dev).float().mul_(1.0 / 255.0)
+            lens = host_to_device(lengths, dev)
             emb = model(x, lengths=lens)["embeddings"].float().cpu().numpy()
             if out is None:
                 out = np.empty((len(rows), *emb.shape[1:]), np.float32)

@@ -225,3 +225,48 @@ def test_embedding_batches_follow_the_device_frame_budget(small_synth, monkeypat
     shapes.clear()
     embed(Mean(), store, rows, device="cpu", max_frames_per_batch=4096, progress=False)
     assert max(b for b, _ in shapes) > 8  # an explicit budget is kept
+
+
+def test_prefetched_keeps_order_raises_where_it_failed_and_stops_early():
+    import threading
+
+    from gaitbench.run import prefetched
+
+    assert list(prefetched(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing():
+        yield 1
+        yield 2
+        raise DataError("sequence 7 is unreadable")
+
+    got = []
+    with pytest.raises(DataError, match="sequence 7"):
+        for item in prefetched(failing()):
+            got.append(item)
+    assert got == [1, 2]
+    before = threading.active_count()
+    for item in prefetched(iter(range(10_000)), depth=2):
+        if item == 3:
+            break
+    assert threading.active_count() <= before  # the producer thread has ended
+
+
+def test_embedding_from_uint8_equals_the_float_path(small_synth):
+    import torch
+
+    from gaitbench.run import embed
+
+    store, _ = small_synth
+    rows = np.arange(10, 40)
+
+    from gaitbench.data.sampling import to_float
+
+    class FirstAndMax(torch.nn.Module):  # exact functions of the frames: no rounding of their own
+        def forward(self, x, lengths=None):
+            return {"embeddings": torch.stack([x[:, 0], x.amax(1)], 1).flatten(2)}
+
+    got = embed(FirstAndMax(), store, rows, progress=False, max_frames_per_batch=64)
+    for i, r in enumerate(rows):  # the float path: numpy's scaling of the cut frames
+        want = to_float(store.frames(int(r)))
+        np.testing.assert_array_equal(got[i, 0], want[0].ravel())
+        np.testing.assert_array_equal(got[i, 1], want.max(0).ravel())

@@ -1,5 +1,6 @@
 """A training step never waits on the device: nothing in forward + loss + backward + optimizer
-step reads a tensor's value back to the host.
+step reads a tensor's value back to the host. Nor does a packed inference forward whose lengths
+come from the host.
 
 On CPU this is checked on PyTorch's ``meta`` device, where every data-dependent read (``.item()``,
 ``bool(t)``, boolean-mask indexing, ``nonzero``) raises, for every registered method and each of
@@ -89,3 +90,43 @@ def test_training_step_does_not_synchronise_cuda(method, recipe):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
+
+
+def _methods():
+    return sorted(build_plugin_manager(distributions={"gaitbench"}).methods())
+
+
+@pytest.mark.parametrize("method", _methods())
+def test_packed_inference_reads_nothing_back_from_the_device(method):
+    """A packed batch with host lengths: which frames are real, whether every sequence is full
+    length and how short ones repeat are decided on the host, so the forward runs on ``meta``."""
+    from gaitbench.plugins import get_plugins
+
+    m = get_plugins().method(method)
+    model = m.create(m.default_variant).to("meta").eval()
+    x = torch.empty(4, 9, 64, 44, device="meta")
+    with torch.no_grad():
+        for lengths in (torch.tensor([9, 2, 5, 1]), np.array([9, 9, 9, 9]), [4, 4, 4, 4]):
+            out = model(x, lengths=lengths)
+            assert out["embeddings"].shape[0] == 4 and out["embeddings"].device.type == "meta"
+
+
+def test_packing_gathers_and_scatters_the_real_frames():
+    from gaitbench.nn import packing
+
+    x = torch.arange(3 * 4, dtype=torch.float32).reshape(12, 1)
+    pk = packing(torch.tensor([4, 1, 3]), 3, 4, "cpu")
+    assert not pk.full and pk.host.tolist() == [4, 1, 3] and pk.lengths.tolist() == [4, 1, 3]
+    frames = pk.gather(x)
+    assert frames[:, 0].tolist() == [0, 1, 2, 3, 4, 8, 9, 10]
+    back = pk.scatter(frames)[:, 0].tolist()
+    assert back == [0, 1, 2, 3, 4, 0, 0, 0, 8, 9, 10, 0]
+    full = packing(np.array([4, 4, 4]), 3, 4, "cpu")
+    assert full.full and full.gather(x) is x and full.lengths is None
+    assert packing(None, 3, 4, "cpu").full
+    with pytest.raises(ValueError, match=r"lengths must lie in \[1, s_max\]"):
+        packing([0, 2, 3], 3, 4, "cpu")
+    with pytest.raises(ValueError, match=r"lengths must lie in \[1, s_max\]"):
+        packing([5, 2, 3], 3, 4, "cpu")
+    with pytest.raises(ValueError, match=r"one entry per sequence \(3\), got 2"):
+        packing([2, 3], 3, 4, "cpu")

@@ -274,7 +274,7 @@ def shard_order(batch_size: int, world_size: int) -> np.ndarray:
 
 
 def sequence_batches(store: Store, rows: np.ndarray, max_frames_per_batch: int = 4096,
-                     max_sequences: int = 64, skipped: dict | None = None
+                     max_sequences: int = 64, skipped: dict | None = None, *, raw: bool = False
                      ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Whole test sequences in padded batches: yields ``(rows, sils [B, T_max, H, W], lengths [B])``.
 
@@ -284,6 +284,9 @@ def sequence_batches(store: Store, rows: np.ndarray, max_frames_per_batch: int =
 
     ``skipped``: when a dict is given, a sequence that cannot be read is recorded there
     (``{row: reason}``) and left out instead of raising.
+
+    ``raw``: yield the frames as uint8 (side cut applied, zero-padded) for the caller to scale by
+    1/255 where it computes, e.g. on the GPU after a copy of a quarter of the bytes.
     """
     rows = np.asarray(rows)
     lengths = store.index["length"].to_numpy()[rows]
@@ -293,7 +296,8 @@ def sequence_batches(store: Store, rows: np.ndarray, max_frames_per_batch: int =
     t_max = 0
     for i in order:
         try:
-            seq = to_float(store.frames(int(rows[i])))
+            frames = store.frames(int(rows[i]))
+            seq = cut_sides(frames) if raw else to_float(frames)
         except DataError as exc:
             if skipped is None:
                 raise
@@ -312,7 +316,7 @@ def sequence_batches(store: Store, rows: np.ndarray, max_frames_per_batch: int =
 
 def _pack(batch_rows: list[int], seqs: list[np.ndarray]):
     lengths = np.asarray([len(s) for s in seqs], np.int64)
-    out = np.zeros((len(seqs), int(lengths.max()), *seqs[0].shape[1:]), np.float32)
+    out = np.zeros((len(seqs), int(lengths.max()), *seqs[0].shape[1:]), seqs[0].dtype)
     for j, s in enumerate(seqs):
         out[j, :len(s)] = s
     return np.asarray(batch_rows), out, lengths

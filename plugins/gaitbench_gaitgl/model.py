@@ -61,11 +61,12 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from gaitbench.nn import SeparateFCs, check_lengths, init_parameters, prepare_silhouettes, temporal_max
+from gaitbench.nn import SeparateFCs, host_to_device, init_parameters, packing, prepare_silhouettes, temporal_max
 
 __all__ = ["BasicConv3d", "GLConv", "GeMHPP", "GaitGL", "complementary_masks", "MASK_TYPES"]
 
@@ -323,20 +324,20 @@ class GaitGL(nn.Module):
         """Apply the short-sequence repetition; return ``[n, 1, T, h, w]`` and the valid lengths
         (``None`` when every sample uses all ``T`` frames)."""
         n, s = x.shape[:2]
-        lengths = check_lengths(lengths, n, s, x.device)
-        if lengths is not None:
-            if bool((lengths == lengths[0]).all()):
-                x, lengths = x[:, : int(lengths[0])], None
-                s = x.shape[1]
-        if lengths is None:
+        host = packing(lengths, n, s, x.device).host  # decided on the host: no device read-back
+        if host is not None and (host == host[0]).all():
+            x, host = x[:, : int(host[0])], None
+            s = x.shape[1]
+        if host is None:
             if s < 3:
                 x = x.repeat(1, 3 if s == 1 else 2, 1, 1)
             return x.unsqueeze(1), None
-        eff = torch.where(lengths == 1, 3, torch.where(lengths == 2, 4, lengths))
+        eff = np.where(host == 1, 3, np.where(host == 2, 4, host))
         t = max(s, int(eff.max()))
-        if bool((lengths < 3).any()) or t > s:
-            idx = torch.arange(t, device=x.device)[None, :] % lengths[:, None]  # frame t -> t mod L
+        if (host < 3).any() or t > s:
+            idx = host_to_device(np.arange(t)[None, :] % host[:, None], x.device)  # frame t -> t mod L
             x = x[torch.arange(n, device=x.device)[:, None], idx]
+        eff = host_to_device(eff, x.device)
         x = x.unsqueeze(1) * self._time_mask(eff, t, x)
         return x, eff
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from gaitbench.nn import (BasicConv2d, FrameWise, SeparateFCs, check_lengths, horizontal_pyramid_pool, init_parameters,
+from gaitbench.nn import (BasicConv2d, FrameWise, Packing, SeparateFCs, horizontal_pyramid_pool, init_parameters, packing,
                           prepare_silhouettes, temporal_max)
 
 __all__ = ["GaitPart", "FocalConv2d", "BasicConv1d", "PartFeatureExtractor", "HorizontalPooling",
@@ -200,23 +200,18 @@ class MicroMotionCapture(nn.Module):
 class PackedSequenceAggregator(nn.Module):
     """Packs per-frame part features into a zero-padded batch and applies ``pooling_func``.
 
-    ``forward(frames, n, s, valid=None, lengths=None)``: ``frames`` ``[F, C, P]`` are the frames of
-    all sequences, sample-major (``F = n*s`` without ``valid``, else ``valid.sum()``, with ``valid``
-    ``[n, s]`` the mask of real frames); returns ``pooling_func([n, P, C, s], lengths)``.
+    ``forward(frames, packing)``: ``frames`` ``[F, C, P]`` are the real frames of all sequences,
+    sample-major, as laid out by ``packing`` (:class:`gaitbench.nn.Packing`); returns
+    ``pooling_func([n, P, C, s], lengths)``, zeros after each sequence's end.
     """
 
     def __init__(self, pooling_func: nn.Module):
         super().__init__()
         self.pooling_func = pooling_func
 
-    def forward(self, frames: torch.Tensor, n: int, s: int, valid: Optional[torch.Tensor] = None,
-                lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if valid is None:
-            seq = frames.reshape(n, s, *frames.shape[1:])
-        else:
-            seq = frames.new_zeros(n, s, *frames.shape[1:])
-            seq[valid] = frames
-        return self.pooling_func(seq.permute(0, 3, 2, 1), lengths)  # [n, P, C, s]
+    def forward(self, frames: torch.Tensor, packing: Packing) -> torch.Tensor:
+        seq = packing.scatter(frames).reshape(packing.n, packing.s, *frames.shape[1:])
+        return self.pooling_func(seq.permute(0, 3, 2, 1), packing.lengths)  # [n, P, C, s]
 
 
 class GaitPart(nn.Module):
@@ -259,15 +254,9 @@ class GaitPart(nn.Module):
     def forward(self, sils: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         x = prepare_silhouettes(sils, self.in_channels, self.input_pool, "GaitPart")
         n, s = x.shape[:2]
-        valid = None
-        lengths = check_lengths(lengths, n, s, x.device)
-        if lengths is not None:
-            if bool((lengths == s).all()):
-                lengths = None
-            else:
-                valid = torch.arange(s, device=x.device)[None, :] < lengths[:, None]  # [n, s]
+        pk = packing(lengths, n, s, x.device)  # decided on the host: no device read-back
         # Only real frames go through the frame CNN (sample-major).
-        frames = x.flatten(0, 1) if valid is None else x[valid]
+        frames = pk.gather(x.flatten(0, 1))
         f = self.HPP(self.Backbone.forward_block(frames))  # [F, C, P]
-        f = self.TFA(f, n, s, valid, lengths)  # [n, C, P]
+        f = self.TFA(f, pk)  # [n, C, P]
         return {"embeddings": self.Head(f)}

@@ -19,7 +19,7 @@ from gaitbench.nn import (
     FrameWise,
     SeparateFCs,
     TemporalMax,
-    check_lengths,
+    packing,
     horizontal_pyramid_pool,
     init_parameters,
     prepare_silhouettes,
@@ -82,26 +82,22 @@ class GaitSet(nn.Module):
     def forward(self, sils: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         x = prepare_silhouettes(sils, self.in_channels, self.input_pool, "GaitSet")
         n, s = x.shape[:2]
-        lengths = check_lengths(lengths, n, s, x.device)
-        if lengths is not None and bool((lengths == s).all()):
-            lengths = None
+        pk = packing(lengths, n, s, x.device)  # decided on the host: no device read-back
 
         # The frame CNN runs on a frame-major [frames, c, h, w] tensor (what each
         # FrameWise block does internally), so no per-block transposes are needed.
-        if lengths is None:
+        if pk.full:
             frames = x.flatten(0, 1)  # [n*s, c, h, w]
 
             def pool(f: torch.Tensor) -> torch.Tensor:
                 return self.set_pooling(f.reshape(n, s, *f.shape[1:]).transpose(1, 2))
         else:
-            # Only valid frames go through the CNN; padding is masked in the max.
-            valid = torch.arange(s, device=x.device)[None, :] < lengths[:, None]  # [n, s]
-            frames = x[valid]  # [sum(lengths), c, h, w], sample-major
+            # Only real frames go through the CNN; padding is masked in the max.
+            frames = pk.gather(x.flatten(0, 1))  # [sum(lengths), c, h, w], sample-major
 
             def pool(f: torch.Tensor) -> torch.Tensor:
-                padded = f.new_zeros(n, s, *f.shape[1:])
-                padded[valid] = f
-                return self.set_pooling(padded.transpose(1, 2), lengths)
+                padded = pk.scatter(f).reshape(n, s, *f.shape[1:])
+                return self.set_pooling(padded.transpose(1, 2), pk.lengths)
 
         f = self.set_block1.forward_block(frames)
         gl = self.gl_block2(pool(f))
