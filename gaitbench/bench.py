@@ -183,6 +183,21 @@ def infer_fn(model, runner, batch: int, frames: int, dev, dtype, gen, height: in
     return step
 
 
+# Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s; the first key
+# found in torch's device name counts (the SXM parts are plain "H100 80GB HBM3" / "H200").
+# Unknown devices: pass --peak-tflops.
+BF16_PEAK_TFLOPS = {"H200 NVL": 835.0, "H200": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 989.4,
+                    "A100": 312.0}
+
+
+def peak_tflops(device_name: str | None) -> float | None:
+    """The dense bf16 peak of a GPU by name (``None`` when unknown or not a GPU)."""
+    for key, value in BF16_PEAK_TFLOPS.items():
+        if device_name and key.lower() in device_name.lower():
+            return value
+    return None
+
+
 def count_flops(model, sils) -> int:
     """FLOPs of one forward pass (torch's flop counter: matmuls and convolutions)."""
     import torch
@@ -196,7 +211,7 @@ def count_flops(model, sils) -> int:
 def measure(method, *, variant: str | None = None, recipe=None, device: str = "cpu", amp: str = "none",
             compile: bool = False, channels_last: bool = False, train_batch: tuple[int, int] | None = None,
             frames: int | None = None, test_frames: int = 80, infer_batch: int = 16, steps: int = 10,
-            warmup: int = 3, height: int = 64, width: int = 44) -> dict[str, Any]:
+            warmup: int = 3, height: int = 64, width: int = 44, peak: float | None = None) -> dict[str, Any]:
     """Measure ``method`` (a registered Method) at its recipe's shapes (or the given ones)."""
     import numpy as np
     import torch
@@ -266,6 +281,11 @@ def measure(method, *, variant: str | None = None, recipe=None, device: str = "c
     # training ~ 3x the forward FLOPs (forward + backward), at the training clip length
     train_flops = 3 * count_flops(model, sils[:1]) * P * K
     record["train"]["achieved_tflops"] = train_flops / step_s / 1e12
+    # model FLOP utilisation: achieved over the device's dense bf16 peak
+    peak = peak or peak_tflops(record["gpu"])
+    record["peak_bf16_tflops"] = peak
+    for section in ("train", "inference"):
+        record[section]["mfu"] = record[section]["achieved_tflops"] / peak if peak else None
     return record
 
 

@@ -443,9 +443,11 @@ def import_checkpoint(checkpoint, source, method, variant, out):
 @click.option("--data", type=click.Path(), default=None,
               help="Also measure the training loader alone on this dataset (packed store or pkl tree).")
 @click.option("--workers", type=int, default=0, show_default=True, help="Loader processes for --data.")
+@click.option("--peak-tflops", type=float, default=None,
+              help="The device's dense bf16 peak for MFU (known GPUs: looked up by name).")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write the bench record here.")
 def bench(method, variant, protocol, recipe, device, amp, compile_, channels_last, batch, frames, test_frames,
-          infer_batch, steps, warmup, data, workers, json_out):
+          infer_batch, steps, warmup, data, workers, peak_tflops, json_out):
     """Measure training and inference throughput, latency, memory, parameters and FLOPs."""
     from .bench import measure
     from .results import write_json_atomic
@@ -466,15 +468,19 @@ def bench(method, variant, protocol, recipe, device, amp, compile_, channels_las
         open_store(data)
     record = measure(m, variant=variant, recipe=rec, device=device, amp=amp, compile=compile_,
                      channels_last=channels_last, train_batch=pk, frames=frames, test_frames=test_frames,
-                     infer_batch=infer_batch, steps=steps, warmup=warmup)
+                     infer_batch=infer_batch, steps=steps, warmup=warmup, peak=peak_tflops)
     t, i = record["train"], record["inference"]
     where = record["gpu"] or f"CPU ({record['threads']} threads)"
     click.echo(f"{method} [{record['variant']}] on {where}, amp {amp}{', compiled' if compile_ else ''}: "
                f"{record['params']:,} parameters, {record['gflops_per_sequence']:.2f} GFLOPs per {test_frames}-frame sequence")
+    def mfu(section):
+        return f" (MFU {section['mfu']:.1%} of {record['peak_bf16_tflops']:g})" if section["mfu"] is not None else ""
+
     click.echo(f"  training  {t['seq_per_s']:.1f} seq/s ({t['frames_per_s']:.0f} frames/s) at "
-               f"{record['shapes']['train'][0]} x {record['shapes']['train'][1]} frames, {t['achieved_tflops']:.3f} TFLOP/s")
+               f"{record['shapes']['train'][0]} x {record['shapes']['train'][1]} frames, {t['achieved_tflops']:.3f} TFLOP/s"
+               + mfu(t))
     click.echo(f"  inference {i['seq_per_s']:.1f} seq/s in batches of {infer_batch}; latency {i['latency_s'] * 1000:.1f} ms "
-               f"for one sequence; {i['achieved_tflops']:.3f} TFLOP/s")
+               f"for one sequence; {i['achieved_tflops']:.3f} TFLOP/s" + mfu(i))
     if data:
         from .bench import measure_loader
 

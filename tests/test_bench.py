@@ -28,6 +28,7 @@ def test_bench_cli_writes_a_complete_record(tmp_path, small_synth):
         assert r[section]["seq_per_s"] > 0 and r[section]["achieved_tflops"] > 0
     assert r["inference"]["latency_s"] > 0 and r["gflops_per_sequence"] > 0
     assert r["amp"] == "none" and r["compile"] is False and r["torch"]
+    assert r["peak_bf16_tflops"] is None and r["train"]["mfu"] is None  # a CPU has no known peak
     # the loader alone, at the same batch shape, beside the training step it has to feed
     loader = r["loader"]
     assert loader["batch"] == [4, 4] and loader["store"] == "PackedStore" and loader["seq_per_s"] > 0
@@ -39,6 +40,19 @@ def test_channels_last_for_2d_and_3d_models():
         r = measure(get_plugins().method(method), variant="quick", channels_last=True, train_batch=(2, 2), frames=6,
                     test_frames=6, infer_batch=2, steps=1, warmup=1)
         assert r["channels_last"] is True and r["train"]["seq_per_s"] > 0
+
+
+def test_mfu_against_a_known_or_given_peak():
+    from gaitbench.bench import peak_tflops
+
+    assert peak_tflops("NVIDIA H200") == 989.4 and peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert peak_tflops("NVIDIA H100 80GB HBM3") == 989.4 and peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert peak_tflops("cpu") is None and peak_tflops(None) is None
+    r = measure(get_plugins().method("gaitset"), variant="quick", train_batch=(2, 2), frames=4, test_frames=4,
+                infer_batch=2, steps=1, warmup=1, peak=0.5)
+    assert r["peak_bf16_tflops"] == 0.5
+    assert r["train"]["mfu"] == pytest.approx(r["train"]["achieved_tflops"] / 0.5)
+    assert r["inference"]["mfu"] == pytest.approx(r["inference"]["achieved_tflops"] / 0.5)
 
 
 def test_flops_scale_with_frames():
