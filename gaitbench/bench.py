@@ -114,12 +114,9 @@ def build_case(case: ThroughputCase, device: str = "cpu", *, compile: bool = Fal
 
 
 def _prepare_model(model, channels_last: bool):
-    import torch
+    from .nn import to_channels_last
 
-    if channels_last:  # 3-D CNNs need the 5-D layout
-        is_3d = any(isinstance(m, torch.nn.Conv3d) for m in model.modules())
-        model = model.to(memory_format=torch.channels_last_3d if is_3d else torch.channels_last)
-    return model
+    return to_channels_last(model) if channels_last else model
 
 
 class FixedBatch:

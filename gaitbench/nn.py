@@ -26,6 +26,7 @@ __all__ = [
     "Packing",
     "packing",
     "host_to_device",
+    "to_channels_last",
 ]
 
 
@@ -153,6 +154,13 @@ def prepare_silhouettes(sils: torch.Tensor, in_channels: int = 1, input_pool: in
         x = F.avg_pool2d(x.flatten(0, 1), input_pool)
         x = x.reshape(n, s, *x.shape[1:])
     return x
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """The model's weights in channels-last memory format (``channels_last_3d`` for a network with
+    3-D convolutions), which lets cuDNN pick its NHWC / NDHWC kernels."""
+    is_3d = any(isinstance(m, nn.Conv3d) for m in model.modules())
+    return model.to(memory_format=torch.channels_last_3d if is_3d else torch.channels_last)
 
 
 def host_to_device(array, device) -> torch.Tensor:

@@ -20,7 +20,7 @@ from gaitbench.plugins import build_plugin_manager, get_plugins
 from gaitbench.run import RunSettings, execute
 from gaitbench.training.losses import part_cross_entropy
 from gaitbench.training.recipe import resolve_recipe
-from gaitbench.training.trainer import (TrainingDiverged, build_optimizer, build_scheduler, check_resumable,
+from gaitbench.training.trainer import (Trainer, TrainingDiverged, build_optimizer, build_scheduler, check_resumable,
                                         resolve_precision)
 
 from .conftest import run_cli
@@ -329,3 +329,45 @@ def test_method_param_groups_and_regularizer_are_used(small_synth, tmp_path):
     assert seen == {"groups": True, "steps": [1, 2]}
     assert all(rec["regularizer"] == 0.5 and rec["loss"] == pytest.approx(rec["loss_triplet"] + 0.5) for rec in log)
     assert log[0]["lr"] == 0.123 and r["iterations"] == 2
+
+
+def _fixed_trainer(overrides, method="gaitset", variant="quick"):
+    import copy
+
+    from gaitbench.bench import FixedBatch
+
+    m = get_plugins().method(method)
+    recipe = resolve_recipe(m, "quick", overrides)
+    torch.manual_seed(0)
+    model = m.create(variant)
+    batch = FixedBatch(2, 3, 6, 64, 44, torch.Generator().manual_seed(1))
+    return Trainer(copy.deepcopy(model), recipe, batch, method=m, progress=False)
+
+
+def test_compiled_training_step_equals_eager():
+    eager, compiled = _fixed_trainer([]), _fixed_trainer(["train.compile=aot_eager"])
+    assert compiled.train_model is not compiled.model  # the bare module stays for checkpoints
+    for _ in range(2):
+        a, b = eager.train_step(), compiled.train_step()
+        assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-5, abs=1e-6)
+    for (name, p), q in zip(eager.model.named_parameters(), compiled.model.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_misspelt_compile_backend_is_named_before_training():
+    from gaitbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.compile: unknown torch.compile backend 'inducter'; did you mean "
+                                          r"'inductor'\?"):
+        _fixed_trainer(["train.compile=inducter"])
+
+
+@pytest.mark.parametrize("method,conv,fmt", [("gaitset", torch.nn.Conv2d, torch.channels_last),
+                                             ("gaitgl", torch.nn.Conv3d, torch.channels_last_3d)])
+def test_channels_last_weights_train_like_the_default(method, conv, fmt):
+    plain, cl = _fixed_trainer([], method), _fixed_trainer(["train.channels_last=true"], method)
+    weights = [m.weight for m in cl.model.modules() if isinstance(m, conv)]
+    assert weights and all(w.is_contiguous(memory_format=fmt) for w in weights)
+    assert not all(m.weight.is_contiguous(memory_format=fmt) for m in plain.model.modules() if isinstance(m, conv))
+    a, b = plain.train_step(), cl.train_step()
+    assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-4, abs=1e-6)

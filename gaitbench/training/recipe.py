@@ -77,6 +77,10 @@ class TrainConfig:
     keep_checkpoints: int = 3  # periodic checkpoints kept (the final one always is)
     amp: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), bf16, fp16 (with a gradient scaler), none
     tensorboard: bool = False  # also log to TensorBoard (when the tensorboard package is installed)
+    # speed (results are the same up to float rounding):
+    compile: str = ""  # a torch.compile backend for the training forward ("inductor", ...); "" = eager
+    channels_last: bool = False  # weights in channels-last (3-D: channels_last_3d) memory format
+    cudnn_benchmark: bool = True  # CUDA: autotune convolutions for the fixed clip shape (off when deterministic)
 
     def validate(self, where: str):
         if self.amp not in {"auto", "bf16", "fp16", "none"}:

@@ -68,6 +68,19 @@ def build_scheduler(optimizer, recipe: Recipe):
                                 warmup_t=s.warmup, warmup_lr_init=s.warmup_lr, t_in_epochs=False)
 
 
+def _compile_backend(name: str) -> str:
+    """``train.compile`` checked against torch's registered backends (a typo fails here, before
+    the first step, not as a stack trace from inside the compiler)."""
+    import torch._dynamo
+
+    from ..errors import ConfigError, did_you_mean
+
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if name not in backends:
+        raise ConfigError("train.compile: " + did_you_mean(name, backends, "torch.compile backend"))
+    return name
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, numpy and torch; optionally torch's deterministic algorithms."""
     random.seed(seed)
@@ -111,6 +124,13 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir else None
         self.data_fingerprint = data_fingerprint
         self.model_kwargs = dict(model_kwargs or {})
+        cfg = recipe.train
+        if cfg.channels_last:
+            from ..nn import to_channels_last
+
+            model = to_channels_last(model)
+        if self.device.type == "cuda":  # autotuning picks nondeterministic algorithms: not when asked
+            torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and not torch.are_deterministic_algorithms_enabled()
         self.model = model  # the bare module (checkpoints, evaluation)
         self.train_model = model
         if dist.enabled:
@@ -118,6 +138,8 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(model, device_ids=ids)
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model, backend=_compile_backend(cfg.compile))
         groups = method.param_groups(model, recipe) if method is not None and method.param_groups else None
         self.optimizer = build_optimizer(model, recipe, groups)
         self.scheduler = build_scheduler(self.optimizer, recipe)
@@ -395,7 +417,9 @@ def check_resumable(payload: dict[str, Any], *, method: str, variant: str, finge
     saved, now = dict(payload.get("recipe") or {}), to_dict(recipe)
     for d in (saved, now):
         d.get("train", {}).pop("iterations", None)  # training longer is what resuming is for
-        for knob in ("max_frames_per_batch", "max_sequences_per_batch"):  # inference speed only
+        for knob in ("compile", "channels_last", "cudnn_benchmark"):  # speed only, not what is trained
+            d.get("train", {}).pop(knob, None)
+        for knob in ("max_frames_per_batch", "max_sequences_per_batch"):
             d.get("eval", {}).pop(knob, None)
         d.pop("source", None)
     if saved != now:
