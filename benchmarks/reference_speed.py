@@ -44,6 +44,9 @@ import types
 import numpy as np
 import torch
 
+from gaitbench.bench import _sync, _timed
+from gaitbench.nn import parameter_count
+
 # imported somewhere on OpenGait's import path, never used by what is measured here
 STUBBED = ("cv2", "einops", "kornia", "tensorboard", "torch.utils.tensorboard", "sklearn", "lightly",
            "yaml", "matplotlib")
@@ -156,21 +159,9 @@ CASES = {
 }
 
 
-def sync(dev):
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def timed(fn, dev, steps: int, warmup: int) -> dict:
-    for _ in range(warmup):
-        fn()
-    sync(dev)
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        sync(dev)
-        times.append(time.perf_counter() - t)
+    """gaitbench bench's timing (warm-up, a device synchronisation ending every timed step)."""
+    times = _timed(fn, dev, steps, warmup)
     return {"median_s": statistics.median(times), "min_s": min(times)}
 
 
@@ -242,34 +233,36 @@ def reference_infer(ref, case, dev, batch, frames, fp16, steps, warmup, gen):
     return {**t, "seq_per_s": batch / t["median_s"], "mode": mode}
 
 
-def ours_train(case, dev, P, K, frames, amp, channels_last, compile_, steps, warmup, gen):
-    from gaitbench.bench import _prepare_model, train_step_fn
-    from gaitbench.plugins import get_plugins
-    from gaitbench.training.recipe import resolve_recipe
-
-    method = get_plugins().method(case["method"])
-    recipe = resolve_recipe(method, case["recipe"])
-    model = _prepare_model(method.create(recipe.variant or method.default_variant).to(dev), channels_last)
-    runner = torch.compile(model) if compile_ else model
-    step = train_step_fn(model, runner, recipe, P, K, frames, dev, amp, gen)
-    peak_reset(dev)
-    t0 = time.perf_counter()
-    step()
-    sync(dev)
-    first = time.perf_counter() - t0
-    t = timed(step, dev, steps, warmup)
-    return {**t, "seq_per_s": P * K / t["median_s"], "first_step_s": first, "peak_memory_gib": peak_gib(dev),
-            "params": sum(p.numel() for p in model.parameters())}
-
-
-def ours_infer(case, dev, batch, frames, amp, channels_last, steps, warmup, gen):
+def our_model(case, dev, channels_last):
+    """The gaitbench network of ``case`` (its recipe's variant) on ``dev``, and the recipe."""
     from gaitbench.bench import _prepare_model
     from gaitbench.plugins import get_plugins
     from gaitbench.training.recipe import resolve_recipe
 
     method = get_plugins().method(case["method"])
     recipe = resolve_recipe(method, case["recipe"])
-    model = _prepare_model(method.create(recipe.variant or method.default_variant).to(dev), channels_last).eval()
+    model = _prepare_model(method.create(recipe.variant or method.default_variant).to(dev), channels_last)
+    return model, recipe
+
+
+def ours_train(case, dev, P, K, frames, amp, channels_last, compile_, steps, warmup, gen):
+    from gaitbench.bench import train_step_fn
+
+    model, recipe = our_model(case, dev, channels_last)
+    runner = torch.compile(model) if compile_ else model
+    step = train_step_fn(model, runner, recipe, P, K, frames, dev, amp, gen)
+    peak_reset(dev)
+    t0 = time.perf_counter()
+    step()
+    _sync(dev)
+    first = time.perf_counter() - t0
+    t = timed(step, dev, steps, warmup)
+    return {**t, "seq_per_s": P * K / t["median_s"], "first_step_s": first, "peak_memory_gib": peak_gib(dev),
+            "params": parameter_count(model)}
+
+
+def ours_infer(case, dev, batch, frames, amp, channels_last, steps, warmup, gen):
+    model = our_model(case, dev, channels_last)[0].eval()
     x = (torch.rand(batch, frames, 64, 44, generator=gen) > 0.5).float().to(dev)
     lengths = torch.full((batch,), frames, dtype=torch.long)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)

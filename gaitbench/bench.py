@@ -213,6 +213,8 @@ def measure(method, *, variant: str | None = None, recipe=None, device: str = "c
     import numpy as np
     import torch
 
+    from .nn import parameter_count
+
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise GaitbenchError("--device cuda was asked for, but torch sees no CUDA device")
@@ -224,7 +226,7 @@ def measure(method, *, variant: str | None = None, recipe=None, device: str = "c
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     model = _prepare_model(method.create(variant).to(dev), channels_last)
     runner = torch.compile(model) if compile else model
-    params = sum(p.numel() for p in model.parameters())
+    params = parameter_count(model)
     gen = torch.Generator().manual_seed(0)
     record: dict[str, Any] = {
         "kind": "bench", "method": method.name, "variant": variant, "recipe": recipe.name if recipe else None,
@@ -286,17 +288,15 @@ def measure(method, *, variant: str | None = None, recipe=None, device: str = "c
     return record
 
 
-def measure_loader(data: str, *, P: int, K: int, frames: int, order: str = "unordered", skip: int = 0,
+def measure_loader(store, *, P: int, K: int, frames: int, order: str = "unordered", skip: int = 0,
                    min_frames: int = 1, workers: int = 0, steps: int = 10, warmup: int = 2) -> dict[str, Any]:
-    """The training loader alone: P x K clips per batch drawn from the store at ``data`` by the
-    trainer's own sampler (``workers`` processes), as uint8 host arrays. Compare its sequences/s
-    with the training step's: below it, the device waits on the loader."""
+    """The training loader alone: P x K clips per batch drawn from ``store`` (an opened dataset)
+    by the trainer's own sampler (``workers`` processes), as uint8 host arrays. Compare its
+    sequences/s with the training step's: below it, the device waits on the loader."""
     import numpy as np
 
     from .data.sampling import TripletSampler
-    from .data.store import open_store
 
-    store = open_store(data)
     rows = np.arange(len(store.index))
     sampler = TripletSampler(store, rows, P, K, frames, order, skip, seed=0, min_frames=min_frames, workers=workers)
     try:
@@ -313,6 +313,6 @@ def measure_loader(data: str, *, P: int, K: int, frames: int, order: str = "unor
         sampler.close()
     # with workers the batches were loaded ahead, in parallel: the mean wait is the rate
     batch_s = float(np.mean(times))
-    return {"data": str(data), "store": type(store).__name__, "workers": workers, "batch": [P * K, frames],
+    return {"data": str(store.root), "store": type(store).__name__, "workers": workers, "batch": [P * K, frames],
             "batch_s": batch_s, "seq_per_s": P * K / batch_s, "frames_per_s": P * K * frames / batch_s,
             "batch_mb": batch.sils.nbytes / 2**20, "startup_s": startup, "steps": steps}

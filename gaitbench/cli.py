@@ -462,10 +462,11 @@ def bench(method, variant, protocol, recipe, device, amp, compile_, channels_las
             assert len(pk) == 2
         except (ValueError, AssertionError):
             raise GaitbenchError(f"--batch expects P,K (two integers), got {batch!r}") from None
+    store = None
     if data:  # a wrong path is reported before minutes of measuring, not after
         from .data.store import open_store
 
-        open_store(data)
+        store = open_store(data)
     record = measure(m, variant=variant, recipe=rec, device=device, amp=amp, compile=compile_,
                      channels_last=channels_last, train_batch=pk, frames=frames, test_frames=test_frames,
                      infer_batch=infer_batch, steps=steps, warmup=warmup, peak=peak_tflops)
@@ -481,12 +482,12 @@ def bench(method, variant, protocol, recipe, device, amp, compile_, channels_las
                + mfu(t))
     click.echo(f"  inference {i['seq_per_s']:.1f} seq/s in batches of {infer_batch}; latency {i['latency_s'] * 1000:.1f} ms "
                f"for one sequence; {i['achieved_tflops']:.3f} TFLOP/s" + mfu(i))
-    if data:
+    if store is not None:
         from .bench import measure_loader
 
         P, K = pk or (rec.sampler.P, rec.sampler.K)
         s = rec.sampler
-        loader = measure_loader(data, P=P, K=K, frames=frames or s.frames, order=s.order, skip=s.skip,
+        loader = measure_loader(store, P=P, K=K, frames=frames or s.frames, order=s.order, skip=s.skip,
                                 min_frames=s.min_frames, workers=workers, steps=steps, warmup=warmup)
         loader["headroom"] = loader["seq_per_s"] / t["seq_per_s"]
         record["loader"] = loader

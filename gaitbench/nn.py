@@ -26,6 +26,8 @@ __all__ = [
     "Packing",
     "packing",
     "host_to_device",
+    "read_lengths",
+    "parameter_count",
     "to_channels_last",
 ]
 
@@ -156,6 +158,11 @@ def prepare_silhouettes(sils: torch.Tensor, in_channels: int = 1, input_pool: in
     return x
 
 
+def parameter_count(module: nn.Module) -> int:
+    """How many parameters (elements) ``module`` has."""
+    return sum(p.numel() for p in module.parameters())
+
+
 def to_channels_last(model: nn.Module) -> nn.Module:
     """The model's weights in channels-last memory format (``channels_last_3d`` for a network with
     3-D convolutions), which lets cuDNN pick its NHWC / NDHWC kernels."""
@@ -172,23 +179,20 @@ def host_to_device(array, device) -> torch.Tensor:
     return t.to(device)
 
 
-def _host_lengths(lengths, n: int, s: int) -> np.ndarray:
+def read_lengths(lengths, n: int, s: int) -> Optional[np.ndarray]:
+    """``lengths`` of a zero-padded batch of ``n`` sequences of up to ``s`` frames as a host
+    int64 array (``None`` stays ``None``), each checked to lie in ``[1, s]`` (``ValueError``
+    otherwise). A CUDA tensor is read back once, which waits for the device: pass host lengths."""
+    if lengths is None:
+        return None
     if isinstance(lengths, torch.Tensor):
-        lengths = lengths.detach().cpu()  # reads a CUDA tensor back once: pass lengths on the host
+        lengths = lengths.detach().cpu()
     host = np.asarray(lengths, dtype=np.int64).reshape(-1)
     if host.shape != (n,):
         raise ValueError(f"lengths must have one entry per sequence ({n}), got {host.shape[0]}")
     if (host < 1).any() or (host > s).any():
         raise ValueError("lengths must lie in [1, s_max]")
     return host
-
-
-def check_lengths(lengths, n: int, s: int, device) -> torch.Tensor | None:
-    """``lengths`` of a zero-padded batch as int64 ``[n]`` on ``device``, each in ``[1, s]``
-    (``None`` stays ``None``); a ``ValueError`` otherwise. Checked on the host."""
-    if lengths is None:
-        return None
-    return host_to_device(_host_lengths(lengths, n, s), device)
 
 
 @dataclass(frozen=True)
@@ -228,11 +232,9 @@ class Packing:
 
 def packing(lengths, n: int, s: int, device) -> Packing:
     """The :class:`Packing` of a batch with ``lengths`` (numpy, list or tensor; ``None``: all
-    full). Pass host lengths: a CUDA tensor has to be read back, which waits for the device."""
-    if lengths is None:
-        return Packing(n, s)
-    host = _host_lengths(lengths, n, s)
-    if (host == s).all():
+    full), checked and read as :func:`read_lengths` does."""
+    host = read_lengths(lengths, n, s)
+    if host is None or (host == s).all():
         return Packing(n, s)
     index = np.flatnonzero(np.arange(s)[None, :] < host[:, None])
     return Packing(n, s, host, host_to_device(host, device), host_to_device(index, device))

@@ -300,7 +300,9 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
 
         load_state_strict(model, initial["model"], settings.checkpoint)
     model = model.to(device)
-    parameters = sum(p.numel() for p in model.parameters())
+    from .nn import parameter_count
+
+    parameters = parameter_count(model)
     say(f"method: {method.name} (variant {variant}{', REDUCED for CPU - not the paper network' if variant == 'quick' else ''}, "
         f"{parameters:,} parameters); recipe {recipe.name}; protocol {protocol.describe()}; "
         f"{len(train_rows)} training / {len(test_rows)} test sequences; {iterations} iterations on {device}"

@@ -14,25 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from gaitbench.data.sampling import TrainBatch, TripletSampler
+from gaitbench.bench import FixedBatch
+from gaitbench.data.sampling import TripletSampler
 from gaitbench.plugins import build_plugin_manager
 from gaitbench.training.recipe import resolve_recipe
 from gaitbench.training.trainer import Trainer
-
-
-class FixedBatches:
-    """P x K zero clips, as a sampler hands them out (uint8 on the host, labels as numpy)."""
-
-    def __init__(self, P: int, K: int, frames: int):
-        self.P, self.K, self.frames = P, K, frames
-
-    def next_batch(self, rank: int = 0, world_size: int = 1) -> TrainBatch:
-        n = self.P * self.K
-        labels = np.repeat(np.arange(self.P), self.K)
-        return TrainBatch(np.zeros((n, self.frames, 64, 44), np.uint8), labels, np.arange(n), global_labels=labels)
-
-    def state_dict(self) -> dict:
-        return {}
 
 
 def _method_recipes():
@@ -49,7 +35,8 @@ def _trainer(method_name: str, recipe_name: str, device: str) -> Trainer:
     method = get_plugins().method(method_name)
     recipe = resolve_recipe(method, recipe_name)
     model = method.create(recipe.variant or method.default_variant).to(device)
-    return Trainer(model, recipe, FixedBatches(2, 3, 8), method=method, device=device, progress=False)
+    batch = FixedBatch(2, 3, 8, 64, 44, torch.Generator().manual_seed(0))
+    return Trainer(model, recipe, batch, method=method, device=device, progress=False)
 
 
 def test_every_method_has_recipes_to_check():
@@ -92,11 +79,7 @@ def test_training_step_does_not_synchronise_cuda(method, recipe):
     torch.cuda.synchronize()
 
 
-def _methods():
-    return sorted(build_plugin_manager(distributions={"gaitbench"}).methods())
-
-
-@pytest.mark.parametrize("method", _methods())
+@pytest.mark.parametrize("method", sorted({m for m, _ in METHOD_RECIPES}))
 def test_packed_inference_reads_nothing_back_from_the_device(method):
     """A packed batch with host lengths: which frames are real, whether every sequence is full
     length and how short ones repeat are decided on the host, so the forward runs on ``meta``."""

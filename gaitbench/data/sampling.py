@@ -208,11 +208,9 @@ class TripletSampler:
         self.rng.bit_generator.state = state["bit_generator"]
         self._consumed_state = self._rng_state()
 
-    def plan(self, rank: int = 0, world_size: int = 1) -> list[ClipPlan]:
-        """The next global batch's clips (advances the random stream), this rank's shard."""
-        return self._plan(rank, world_size)[0]
-
-    def _plan(self, rank: int, world_size: int) -> tuple[list[ClipPlan], np.ndarray]:
+    def plan(self, rank: int = 0, world_size: int = 1) -> tuple[list[ClipPlan], np.ndarray]:
+        """The next global batch (advances the random stream): this rank's shard of its clips, and
+        the labels of all its clips in the order the ranks' shards are gathered."""
         rng = self.rng
         n = len(self.classes)
         chosen = rng.choice(n, size=self.P, replace=n < self.P)
@@ -226,14 +224,14 @@ class TripletSampler:
 
     def next_batch(self, rank: int = 0, world_size: int = 1) -> TrainBatch:
         if self.workers <= 0:
-            plan, labels = self._plan(rank, world_size)
+            plan, labels = self.plan(rank, world_size)
             batch = self.loader.load(plan)
             self._consumed_state = self._rng_state()
         else:
             if self._pool is None:
                 self._start_pool()
             while len(self._pending) < self.prefetch + 1:
-                plan, labels = self._plan(rank, world_size)
+                plan, labels = self.plan(rank, world_size)
                 self._pending.append((self._pool.submit(_worker_load, plan), self._rng_state(), labels))
             future, state, labels = self._pending.pop(0)
             batch = future.result()

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..nn import host_to_device
+
 
 def part_distances(emb: torch.Tensor) -> torch.Tensor:
     """``[n, c, p]`` -> per-part Euclidean distances ``[p, n, n]`` (float32), as the reference:
@@ -55,14 +57,8 @@ def triplet_index(labels, device=None) -> TripletIndex:
     if (n_pos != kp).any() or (n_neg != kn).any():
         valid = ((np.arange(kp)[None, :, None] < n_pos[:, None, None])
                  & (np.arange(kn)[None, None, :] < n_neg[:, None, None]))
-
-    def move(a):
-        t = torch.from_numpy(np.ascontiguousarray(a))
-        if device.type == "cuda":
-            return t.pin_memory().to(device, non_blocking=True)
-        return t.to(device)
-
-    return TripletIndex(move(pos), move(neg), None if valid is None else move(valid))
+    return TripletIndex(host_to_device(pos, device), host_to_device(neg, device),
+                        None if valid is None else host_to_device(valid, device))
 
 
 def triplet_loss(emb: torch.Tensor, labels, margin: float = 0.2, index: TripletIndex | None = None

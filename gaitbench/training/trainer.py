@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import GaitbenchError
+from ..nn import host_to_device
 from .checkpoint import load_state_strict, save_checkpoint
 from .distributed import SINGLE, Dist, gather_with_grad
 from .losses import part_cross_entropy, triplet_index, triplet_loss
@@ -205,14 +206,6 @@ class Trainer:
                 log.write_text("".join(l + "\n" for l in kept))
 
     # -- one step ---------------------------------------------------------------------------
-    def _to_device(self, array: np.ndarray) -> torch.Tensor:
-        """A host batch array on the training device; on CUDA it is staged in pinned memory so the
-        copy is asynchronous and the host goes on queueing the step."""
-        t = torch.from_numpy(array)
-        if self.device.type == "cuda":
-            return t.pin_memory().to(self.device, non_blocking=True)
-        return t.to(self.device)
-
     def _autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -220,9 +213,10 @@ class Trainer:
 
     def _forward_loss(self, step: int) -> dict[str, torch.Tensor]:
         batch = self.sampler.next_batch(self.dist.rank, self.dist.world_size)
-        # uint8 travels to the device; scaling there moves a quarter of the bytes.
-        sils = self._to_device(batch.sils).float().mul_(1.0 / 255.0)
-        labels = self._to_device(batch.labels)
+        # uint8 travels to the device (pinned, asynchronous on CUDA); scaling there moves a quarter
+        # of the bytes.
+        sils = host_to_device(batch.sils, self.device).float().mul_(1.0 / 255.0)
+        labels = host_to_device(batch.labels, self.device)
         # Which pairs are positives is decided here, from the host's labels: the loss then needs
         # nothing back from the device (no synchronisation inside the step).
         global_labels = batch.global_labels if self.dist.enabled else batch.labels

@@ -66,7 +66,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from gaitbench.nn import SeparateFCs, host_to_device, init_parameters, packing, prepare_silhouettes, temporal_max
+from gaitbench.nn import SeparateFCs, host_to_device, init_parameters, prepare_silhouettes, read_lengths, temporal_max
 
 __all__ = ["BasicConv3d", "GLConv", "GeMHPP", "GaitGL", "complementary_masks", "MASK_TYPES"]
 
@@ -324,7 +324,7 @@ class GaitGL(nn.Module):
         """Apply the short-sequence repetition; return ``[n, 1, T, h, w]`` and the valid lengths
         (``None`` when every sample uses all ``T`` frames)."""
         n, s = x.shape[:2]
-        host = packing(lengths, n, s, x.device).host  # decided on the host: no device read-back
+        host = read_lengths(lengths, n, s)  # decided on the host: no device read-back
         if host is not None and (host == host[0]).all():
             x, host = x[:, : int(host[0])], None
             s = x.shape[1]

@@ -5,34 +5,18 @@ import torch
 import torch.nn.functional as F
 
 import gaitbench
+from gaitbench.testing import parameter_count as n_params
+from gaitbench.testing import random_silhouettes as sils
+from gaitbench.testing import single_thread  # noqa: F401  (autouse: one intra-op thread)
 from gaitbench.training.losses import part_cross_entropy, triplet_loss
 from gaitbench.training.recipe import load_recipe
 from gaitbench_gaitgl import METHOD, VARIANTS
 from gaitbench_gaitgl.model import MASK_TYPES, GaitGL, GeMHPP, GLConv, complementary_masks
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, torch's 2-thread OpenMP pool stalls at every
-    barrier when another process holds a core (measured 3-20x slower steps); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def n_params(m):
-    return sum(p.numel() for p in m.parameters())
-
-
 def make(variant="casiab", seed=0, **kw):
     torch.manual_seed(seed)
     return GaitGL(**{**VARIANTS[variant], **kw})
-
-
-def sils(n, s, h=64, w=44, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, s, h, w, generator=g)
 
 
 # --------------------------------------------------------------------------- structure

@@ -6,6 +6,9 @@ import torch.nn.functional as F
 
 import gaitbench
 from gaitbench.plugins import get_plugins
+from gaitbench.testing import parameter_count as n_params
+from gaitbench.testing import random_silhouettes as sils
+from gaitbench.testing import single_thread  # noqa: F401  (autouse: one intra-op thread)
 from gaitbench.training.losses import triplet_loss
 from gaitbench.training.recipe import load_recipe
 from gaitbench_gaitgl import VARIANTS as GL_VARIANTS
@@ -14,28 +17,9 @@ from gaitbench_gaitmask import METHOD, PIPELINES, VARIANTS
 from gaitbench_gaitmask.model import GaitMask
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, torch's 2-thread OpenMP pool stalls at every
-    barrier when another process holds a core (measured 3-20x slower steps); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def n_params(m):
-    return sum(p.numel() for p in m.parameters())
-
-
 def make(variant="hid2021", seed=0, **kw):
     torch.manual_seed(seed)
     return GaitMask(**{**VARIANTS[variant], **kw})
-
-
-def sils(n, s, h=64, w=44, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, s, h, w, generator=g)
 
 
 HID2021_KEYS = [

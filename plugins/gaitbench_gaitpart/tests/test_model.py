@@ -4,33 +4,17 @@ import pytest
 import torch
 
 from gaitbench.nn import FrameWise, init_parameters
+from gaitbench.testing import parameter_count as n_params
+from gaitbench.testing import random_silhouettes as sils
+from gaitbench.testing import single_thread  # noqa: F401  (autouse: one intra-op thread)
 from gaitbench.training.losses import triplet_loss
 from gaitbench_gaitpart import METHOD, VARIANTS
 from gaitbench_gaitpart.model import FocalConv2d, GaitPart, MicroMotionCapture
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are small: one intra-op thread is faster than several, and much faster on a
-    machine whose cores are shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def n_params(m):
-    return sum(p.numel() for p in m.parameters())
-
-
 def make(variant="casiab", seed=0):
     torch.manual_seed(seed)
     return GaitPart(**VARIANTS[variant])
-
-
-def sils(n, s, h=64, w=44, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, s, h, w, generator=g)
 
 
 def tiny(seed=0, **kw):

@@ -12,22 +12,15 @@ from gaitbench.nn import (
     init_parameters,
     temporal_max,
 )
+from gaitbench.testing import parameter_count as n_params
+from gaitbench.testing import random_silhouettes as sils
 from gaitbench_gaitset import VARIANTS
 from gaitbench_gaitset.model import GaitSet
-
-
-def n_params(m):
-    return sum(p.numel() for p in m.parameters())
 
 
 def make(variant="casiab", seed=0):
     torch.manual_seed(seed)
     return GaitSet(**VARIANTS[variant])
-
-
-def sils(n, s, h=64, w=44, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, s, h, w, generator=g)
 
 
 # --------------------------------------------------------------------------- GaitSet
