@@ -10,7 +10,7 @@ import torch
 
 from .nn import parameter_count
 
-__all__ = ["parameter_count", "random_silhouettes", "single_thread"]
+__all__ = ["moving_blobs", "parameter_count", "random_silhouettes", "single_thread"]
 
 
 def random_silhouettes(n: int, s: int, h: int = 64, w: int = 44, seed: int = 1) -> torch.Tensor:
@@ -18,6 +18,21 @@ def random_silhouettes(n: int, s: int, h: int = 64, w: int = 44, seed: int = 1) 
     alone, so model initialisation elsewhere stays reproducible)."""
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, s, h, w, generator=g)
+
+
+def moving_blobs(classes: int = 3, per_class: int = 4, frames: int = 9, noise: float = 0.2,
+                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A toy set a model can learn in a few steps: ``classes`` "subjects", each a bright block at
+    its own height sliding right over ``frames`` 64 x 44 frames, ``per_class`` noisy copies each.
+    Returns ``(sils [classes * per_class, frames, 64, 44], labels)``, labels grouped by class."""
+    base = torch.zeros(classes, frames, 64, 44)
+    for c in range(classes):
+        for t in range(frames):
+            base[c, t, 8 + 12 * c: 24 + 12 * c, 4 + 3 * t: 16 + 3 * t] = 1.0
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    g = torch.Generator().manual_seed(seed)
+    x = (base[labels] + noise * torch.rand(len(labels), frames, 64, 44, generator=g)).clamp(0, 1)
+    return x, labels
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import gaitbench
+from gaitbench.testing import moving_blobs
 from gaitbench.testing import parameter_count as n_params
 from gaitbench.testing import random_silhouettes as sils
 from gaitbench.testing import single_thread  # noqa: F401  (autouse: one intra-op thread)
@@ -336,14 +337,7 @@ def test_backward_all_params_get_grads(kw):
 def test_tiny_model_trains(kw):
     torch.manual_seed(0)
     m = GaitGL(stem=(4,), stages=((8,), (8,), (8,)), parts=2, bins=(8,), input_pool=2, num_classes=3, **kw)
-    g = torch.Generator().manual_seed(0)
-    # three "subjects", each a distinct moving blob plus noise
-    base = torch.zeros(3, 9, 64, 44)
-    for c in range(3):
-        for t in range(9):
-            base[c, t, 8 + 12 * c: 24 + 12 * c, 4 + 3 * t: 16 + 3 * t] = 1.0
-    labels = torch.arange(3).repeat_interleave(4)
-    x = (base[labels] + 0.2 * torch.rand(12, 9, 64, 44, generator=g)).clamp(0, 1)
+    x, labels = moving_blobs()  # three "subjects", each a distinct moving block plus noise
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     losses = []
     m.train()

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 import gaitbench
 from gaitbench.plugins import get_plugins
+from gaitbench.testing import moving_blobs
 from gaitbench.testing import parameter_count as n_params
 from gaitbench.testing import random_silhouettes as sils
 from gaitbench.testing import single_thread  # noqa: F401  (autouse: one intra-op thread)
@@ -152,13 +153,7 @@ def test_backward_all_params_get_grads():
 def test_tiny_model_trains_with_triplet_only():
     torch.manual_seed(0)
     m = GaitMask(stem=(4,), stages=((8,), (8,), (8,)), bins=(8,), embed_dim=8, input_pool=2).train()
-    g = torch.Generator().manual_seed(0)
-    base = torch.zeros(3, 9, 64, 44)
-    for c in range(3):
-        for t in range(9):
-            base[c, t, 8 + 12 * c: 24 + 12 * c, 4 + 3 * t: 16 + 3 * t] = 1.0
-    labels = torch.arange(3).repeat_interleave(4)
-    x = (base[labels] + 0.2 * torch.rand(12, 9, 64, 44, generator=g)).clamp(0, 1)
+    x, labels = moving_blobs()  # three "subjects", each a distinct moving block plus noise
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     losses = []
     for _ in range(15):
