@@ -287,7 +287,7 @@ def test_two_process_gloo_matches_one_process(small_synth, tmp_path):
     # precision (Adam divides by the gradient's magnitude and amplifies rounding where it is ~0).
     common = ["run", "--method", "gaitset", "--protocol", "casiab", "--data-root", str(store.root), "--partition",
               str(partition), "--recipe", "quick", "--iterations", "3", "--quiet", *TINY,
-              "--set", "optimizer.name=sgd", "--set", "optimizer.lr=0.05"]
+              "--set", "optimizer.name=sgd", "--set", "optimizer.lr=1.0"]
     one = run_cli(*common, "--out", str(tmp_path / "one"))
     assert one.returncode == 0, one.stderr
     two = run_cli(*common, "--out", str(tmp_path / "two"), "--nproc-per-node", "2",
@@ -345,13 +345,40 @@ def _fixed_trainer(overrides, method="gaitset", variant="quick"):
 
 
 def test_compiled_training_step_equals_eager():
-    eager, compiled = _fixed_trainer([]), _fixed_trainer(["train.compile=aot_eager"])
+    # Plain SGD: each update is lr x the gradient, so the two updates can be compared directly.
+    # Compiled and eager kernels round differently in the last bits (which bits depends on the
+    # CPU: AMD EPYC and Intel differ), and every step feeds those differences back through the
+    # network, so element-wise tolerances on the weights fail for entries near zero while the steps
+    # agree. The comparison that means something is per tensor and relative to how far the step
+    # moved it: ||update_compiled - update_eager|| <= tol * ||update_eager||. A compiled step that
+    # differs in what it computes (another loss, a missing term, a skipped update) is off by O(1).
+    sgd = ["optimizer.name=sgd", "optimizer.momentum=0.0", "optimizer.lr=1.0"]
+    eager, compiled = _fixed_trainer(sgd), _fixed_trainer(sgd + ["train.compile=aot_eager"])
     assert compiled.train_model is not compiled.model  # the bare module stays for checkpoints
+    before = [p.detach().clone() for p in eager.model.parameters()]
+
+    def relative_update_error():
+        worst = (0.0, "")
+        for (name, p), q, p0 in zip(eager.model.named_parameters(), compiled.model.parameters(), before):
+            step = (p - p0).detach()
+            if float(step.norm()) == 0.0:  # a parameter this loss does not reach (the unused head)
+                assert torch.equal(q, p), name
+                continue
+            err = float((q - p).detach().norm() / step.norm())
+            worst = max(worst, (err, name))
+        return worst
+
+    a, b = eager.train_step(), compiled.train_step()
+    assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-6)
+    err, name = relative_update_error()  # one step from the same weights: the gradients themselves
+    assert err < 1e-4, name
     for _ in range(2):
         a, b = eager.train_step(), compiled.train_step()
-        assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-5, abs=1e-6)
-    for (name, p), q in zip(eager.model.named_parameters(), compiled.model.parameters()):
-        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6, msg=name)
+        assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-5)
+    moved = max(float((p - p0).abs().max()) for p, p0 in zip(eager.model.parameters(), before))
+    assert moved > 1e-3  # the steps did move the weights
+    err, name = relative_update_error()
+    assert err < 1e-3, name
 
 
 def test_misspelt_compile_backend_is_named_before_training():

@@ -38,6 +38,13 @@ class OptimizerConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     momentum: float = 0.9  # used by SGD only
+    # SGD only: Nesterov momentum. The reference configs' "SGD, momentum 0.9" is torch's classical
+    # momentum (timm's "sgd" alone would be Nesterov), so false unless a recipe says otherwise.
+    nesterov: bool = False
+
+    def validate(self, where: str):
+        if self.nesterov and self.name.lower() not in ("sgd", "nesterov", "momentum"):
+            raise ConfigError(f"{where}.nesterov: only SGD has Nesterov momentum (optimizer {self.name!r})")
 
 
 @dataclass

@@ -49,11 +49,15 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe, param_groups=None):
     from timm.optim import create_optimizer_v2
 
     opt = recipe.optimizer
+    name = opt.name.lower()
     kwargs: dict[str, Any] = {}
-    if opt.name.lower() in {"sgd", "momentum", "nesterov"}:
+    if name in {"sgd", "momentum", "nesterov"}:
         kwargs["momentum"] = opt.momentum
+        # timm's "sgd" is Nesterov SGD; the reference configs' SGD is torch's classical momentum
+        # ("momentum" in timm) unless a recipe asks for Nesterov
+        name = "nesterov" if opt.nesterov or name == "nesterov" else "momentum"
     target = param_groups if param_groups is not None else model
-    return create_optimizer_v2(target, opt=opt.name, lr=opt.lr, weight_decay=opt.weight_decay,
+    return create_optimizer_v2(target, opt=name, lr=opt.lr, weight_decay=opt.weight_decay,
                                filter_bias_and_bn=False, **kwargs)
 
 
