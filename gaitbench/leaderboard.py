@@ -157,7 +157,8 @@ def build_tables(records: list[dict[str, Any]], protocol: str | None = None, pub
             if (label, recipe) in ambiguous:
                 recipe = f"{recipe} (config {chash})"
             first = runs[0]
-            row: dict[str, Any] = {"method": label, "recipe": recipe, "source": "run", "n": len(runs)}
+            row: dict[str, Any] = {"method": label, "recipe": recipe, "source": "run", "n": len(runs),
+                                   "_match": (first["method"], first.get("variant", ""), first.get("recipe", ""))}
             for m in metrics:
                 row[m] = _fmt([float(r["metrics"][m]) for r in runs if r["metrics"].get(m) is not None])
             row["_sort"] = float(np.mean([r["metrics"].get(metrics[0], np.nan) for r in runs])) if metrics else 0
@@ -196,15 +197,19 @@ def build_tables(records: list[dict[str, Any]], protocol: str | None = None, pub
                 out_rows.extend(paper_rows)
                 notes.append("Rows with source 'paper' are published numbers on the real dataset, each with its "
                              "source (gaitbench leaderboard --published --format json lists them); 'vs paper' is "
-                             "this run minus the method's paper row.")
-        frame = pd.DataFrame(out_rows).drop(columns=["_sort"], errors="ignore").fillna("")
+                             "a run on real data, without post-processing, minus the paper row of the same "
+                             "network and recipe (method [variant] and recipe), never another's.")
+        frame = pd.DataFrame(out_rows)
+        frame = frame.drop(columns=[c for c in frame.columns if c.startswith("_")]).fillna("")
         frame = frame[[c for c in frame.columns if not (frame[c].astype(str).isin(["", "nan", "None"])).all()]]
         tables.append(Table(title, frame, notes, {"protocol": proto, "protocol_version": version,
                                                     "split": split_d, "fingerprint": fingerprint}))
     if protocol and not tables and published is not None:
         rows = published_rows(published, protocol, None)
         if rows:
-            tables.append(Table(f"{protocol} - published numbers", pd.DataFrame(rows).drop(columns=["_sort"])))
+            frame = pd.DataFrame(rows)
+            tables.append(Table(f"{protocol} - published numbers",
+                                frame.drop(columns=[c for c in frame.columns if c.startswith("_")])))
     return tables
 
 
@@ -222,14 +227,18 @@ def _paper_metric(row) -> str:
 
 
 def published_rows(published: pd.DataFrame, protocol: str, metrics: list[str] | None) -> list[dict[str, Any]]:
-    """Mean (not per-view) published numbers for ``protocol``, one row per method, variant and source."""
+    """Mean (not per-view) published numbers for ``protocol``, one row per method, variant, recipe
+    and source. ``variant`` and ``recipe`` are gaitbench's names for the network and the training
+    settings the number was obtained with (TPAMI GaitGL numbers: ``tpami*``; ICCV-era numbers and
+    OpenGait's reproductions: the OpenGait network)."""
     sel = published[(published["protocol"] == protocol) & (published["view"].isin(["mean", ""]))
                     & ~published["variant"].str.startswith("ablation")]
     rows = []
-    for (method, variant, source, kind), g in sel.groupby(["method", "variant", "source", "source_kind"], sort=False):
-        row: dict[str, Any] = {"method": method + (f" [{variant}]" if variant else ""), "recipe": "",
+    for (method, variant, recipe, source, kind), g in sel.groupby(["method", "variant", "recipe", "source", "source_kind"],
+                                                                  sort=False):
+        row: dict[str, Any] = {"method": method + (f" [{variant}]" if variant else ""), "recipe": recipe,
                                "source": "paper" if kind == "paper" else "reproduction", "n": "",
-                               "reference": source, "_sort": np.nan}
+                               "reference": source, "_sort": np.nan, "_match": (method, variant, recipe)}
         for _, p in g.iterrows():
             name = _paper_metric(p)
             if metrics is None or name in metrics:
@@ -253,9 +262,12 @@ def _merge_same_numbers(rows: list[dict[str, Any]], ref_key: str) -> list[dict[s
 
 
 def _add_paper_deltas(run_rows, paper_rows, metrics) -> None:
+    """'vs paper' for runs on real data without post-processing, against the paper row of the same
+    method, variant and recipe (a quick network or another paper's network is never compared)."""
     for row in run_rows:
-        method = row["method"].split(" ")[0]
-        paper = next((p for p in paper_rows if p["method"] == method and p["source"] == "paper"), None)
+        if row.get("data") != "real" or row.get("stages", "-") != "-":
+            continue
+        paper = next((p for p in paper_rows if p["_match"] == row["_match"] and p["source"] == "paper"), None)
         if paper is None:
             continue
         parts = []

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 CSV = Path(__file__).resolve().parents[1] / "gaitbench" / "resources" / "published_results.csv"
-COLUMNS = ["method", "variant", "protocol", "setting", "condition", "view", "metric", "value", "source",
+COLUMNS = ["method", "variant", "recipe", "protocol", "setting", "condition", "view", "metric", "value", "source",
            "source_kind", "note"]
-KEY = ["method", "variant", "protocol", "setting", "condition", "metric", "source"]
+KEY = ["method", "variant", "recipe", "protocol", "setting", "condition", "metric", "source"]
 # Values are printed to 0.1 (or 0.01): the average of rounded cells and the rounded mean can differ by at
 # most half a unit of each, i.e. 0.1.
 TOL = 0.1 + 1e-9
@@ -20,9 +20,9 @@ EXCLUDE = "mean-not-average"
 
 CASIAB_VIEWS = [f"{v:03d}" for v in range(0, 181, 18)]
 OUMVLP_VIEWS = [f"{v:03d}" for v in list(range(0, 91, 15)) + list(range(180, 271, 15))]
-GL = "GaitGL TPAMI (gaitgl-tpami.md)"
-GP = "GaitPart CVPR 2020 (gaitpart-cvpr2020.md)"
-OG = "OpenGait model zoo (docs/1.model_zoo.md), via opengait-notes.md 4.1"
+GL = "Lin et al., GaitGL, TPAMI 2022"
+GP = "Fan et al., GaitPart, CVPR 2020"
+OG = "OpenGait model zoo (docs/1.model_zoo.md at commit 0efafd4)"
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_values_are_percentages(df):
 
 
 def test_vocabulary(df):
-    assert set(df["protocol"]) <= {"casiab", "oumvlp", "grew", "gait3d", "casiae-hid2020", "casiae-hid2021"}
+    assert set(df["protocol"]) <= {"casiab", "oumvlp", "grew", "gait3d", "hid"}
     casiab = df[df.protocol == "casiab"]
     assert set(casiab["condition"]) <= {"NM", "BG", "CL", "mean"}
     assert set(casiab["view"]) <= set(CASIAB_VIEWS) | {"mean"}
@@ -82,7 +82,7 @@ def per_view_groups(df):
 
 def test_per_view_tables_are_complete(df):
     for key, group, views, mean in per_view_groups(df):
-        expected = CASIAB_VIEWS if key[2] == "casiab" else OUMVLP_VIEWS
+        expected = CASIAB_VIEWS if key[3] == "casiab" else OUMVLP_VIEWS
         assert sorted(views["view"]) == expected, key
         assert len(mean) == 1, key
 
@@ -126,7 +126,7 @@ def test_cross_condition_mean_is_the_average_of_nm_bg_cl(df):
 def test_numbers_quoted_by_two_papers_agree(df):
     """GaitGL TPAMI Table 1 quotes GaitSet and GaitPart on CASIA-B; GaitPart's Table 3 prints the same rows.
     They agree cell by cell except GaitPart BG 90 degrees (94.9 in GaitPart, 84.9 in GaitGL)."""
-    casiab = df[(df.protocol == "casiab") & (df.variant == "") & (df.view != "mean")]
+    casiab = df[(df.protocol == "casiab") & (df.variant == "casiab") & (df.view != "mean")]
     for method in ("gaitset", "gaitpart"):
         gl = casiab[(casiab.method == method) & (casiab.source == f"{GL}, Table 1")].set_index(["condition", "view"])
         gp = casiab[(casiab.method == method) & (casiab.source == f"{GP}, Table 3")].set_index(["condition", "view"])
@@ -141,31 +141,35 @@ def test_numbers_quoted_by_two_papers_agree(df):
 
 @pytest.mark.parametrize(("where", "expected"), [
     # GaitGL TPAMI Table 1 (CASIA-B LT)
-    (dict(method="gaitset", variant="", condition="NM", view="mean", source=f"{GL}, Table 1"), 95.0),
-    (dict(method="gaitset", variant="", condition="CL", view="180", source=f"{GL}, Table 1"), 50.0),
-    (dict(method="gaitpart", variant="", condition="BG", view="090", source=f"{GL}, Table 1"), 84.9),
-    (dict(method="gaitgl", variant="", condition="CL", view="mean", source=f"{GL}, Table 1"), 87.3),
-    (dict(method="gaitgl", variant="iccv2021-preliminary", condition="BG", view="mean",
+    (dict(method="gaitset", variant="casiab", condition="NM", view="mean", source=f"{GL}, Table 1"), 95.0),
+    (dict(method="gaitset", variant="casiab", condition="CL", view="180", source=f"{GL}, Table 1"), 50.0),
+    (dict(method="gaitpart", variant="casiab", condition="BG", view="090", source=f"{GL}, Table 1"), 84.9),
+    # the TPAMI network's numbers belong to the TPAMI variant and recipe ...
+    (dict(method="gaitgl", variant="tpami", recipe="tpami", condition="CL", view="mean", source=f"{GL}, Table 1"),
+     87.3),
+    # ... the ICCV ("preliminary") numbers to the OpenGait network and its recipe
+    (dict(method="gaitgl", variant="casiab", recipe="casiab", condition="BG", view="mean",
           source=f"{GL}, Table 1"), 94.5),
-    (dict(method="gaitgl", variant="", protocol="casiab", condition="mean", source=f"{GL}, Abstract"), 93.6),
+    (dict(method="gaitgl", variant="tpami", protocol="casiab", condition="mean", source=f"{GL}, Abstract"), 93.6),
     # GaitGL TPAMI Table 2 (OU-MVLP), both invalid-probe conventions
-    (dict(method="gaitgl", variant="", view="mean", metric="rank1", source=f"{GL}, Table 2"), 92.0),
-    (dict(method="gaitgl", variant="", view="mean", metric="rank1_valid", source=f"{GL}, Table 2"), 98.7),
+    (dict(method="gaitgl", variant="tpami-oumvlp", recipe="tpami-oumvlp", view="mean", metric="rank1",
+          source=f"{GL}, Table 2"), 92.0),
+    (dict(method="gaitgl", variant="tpami-oumvlp", view="mean", metric="rank1_valid", source=f"{GL}, Table 2"), 98.7),
     (dict(method="gaitset", view="000", metric="rank1", source=f"{GL}, Table 2"), 79.3),
-    (dict(method="gaitgl", variant="iccv2021-preliminary", view="mean", metric="rank1",
+    (dict(method="gaitgl", variant="oumvlp", recipe="oumvlp", view="mean", metric="rank1",
           source=f"{GL}, Table 2"), 89.7),
     # GREW and Gait3D
-    (dict(method="gaitgl", metric="rank1", protocol="grew"), 68.0),
+    (dict(method="gaitgl", variant="tpami-grew", recipe="tpami-grew", metric="rank1", protocol="grew"), 68.0),
     (dict(method="gaitset", metric="rank20", protocol="grew"), 76.8),
     (dict(method="gaitpart", metric="mAP", protocol="gait3d"), 23.34),
-    (dict(method="gaitgl", metric="mINP", protocol="gait3d"), 36.71),
+    (dict(method="gaitgl", variant="tpami-gait3d", recipe="tpami-gait3d", metric="mINP", protocol="gait3d"), 36.71),
     # GaitPart's own paper
-    (dict(method="gaitpart", variant="", condition="BG", view="mean", source=f"{GP}, Table 3"), 91.5),
+    (dict(method="gaitpart", variant="casiab", condition="BG", view="mean", source=f"{GP}, Table 3"), 91.5),
     (dict(method="gaitset", view="000", metric="rank1", source=f"{GP}, Table 4"), 79.5),
     (dict(method="gaitpart", view="mean", metric="rank1_valid", source=f"{GP}, Sec. 4.2 (text)"), 95.1),
     (dict(method="gaitpart", view="mean", metric="rank1_valid", source=f"{GL}, Table 2"), 95.1),
     # HID
-    (dict(method="gaitgl", protocol="casiae-hid2020"), 63.0),
+    (dict(method="gaitgl", variant="hid2020", recipe="hid2020", protocol="hid"), 63.0),
     # OpenGait reproduction
     (dict(method="gaitgl", condition="CL", source=OG), 83.8),
     (dict(method="gaitpart", protocol="oumvlp", source=OG), 88.6),
@@ -175,7 +179,7 @@ def test_spot_checks(df, where, expected):
 
 
 def test_gaitmask_hid2021_pipeline(df):
-    rows = df[(df.method == "gaitmask") & (df.protocol == "casiae-hid2021")]
+    rows = df[(df.method == "gaitmask") & (df.protocol == "hid")]
     assert list(rows["variant"]) == ["hid2021-pipeline (gaitgl)", "hid2021-pipeline (gaitgl+rerank)",
                                      "hid2021-pipeline (gaitgl+rerank+qe)",
                                      "hid2021-pipeline (gaitgl+gaitmask+rerank+qe)"]
@@ -190,3 +194,22 @@ def test_oumvlp_conventions_are_labelled(df):
         by_metric = group.set_index("metric")["v"]
         assert by_metric["rank1_valid"] > by_metric["rank1"], (method, variant)
     assert df.loc[df.metric == "rank1_valid", "note"].str.contains("exclu|discard").all()
+
+
+def test_variants_and_recipes_are_gaitbench_s_own(df):
+    """Every published number names the network (variant) and recipe gaitbench runs it with, so
+    that a leaderboard compares a run only with the row of its own network and recipe."""
+    from gaitbench.plugins import get_plugins
+
+    methods = get_plugins().methods()
+    rows = df[~df.variant.str.startswith(("ablation", "hid2021-pipeline"))]
+    for (method, variant, recipe), _ in rows.groupby(["method", "variant", "recipe"]):
+        m = methods[method].obj
+        assert variant in m.variants, (method, variant)
+        assert recipe in m.recipe_names(), (method, recipe)
+    # the TPAMI networks' numbers are never attributed to the OpenGait network, and the reverse
+    tpami = df[(df.method == "gaitgl") & (df.source_kind == "paper") & df.note.str.contains("preliminary")]
+    assert len(tpami) and not tpami.variant.str.startswith("tpami").any()
+    ours = df[(df.method == "gaitgl") & df.source.str.startswith(GL) & ~df.note.str.contains("preliminary")
+              & ~df.variant.str.startswith("ablation")]
+    assert len(ours) and ours.variant.str.startswith("tpami").all() and (ours.variant == ours.recipe).all()

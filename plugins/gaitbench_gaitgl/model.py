@@ -1,16 +1,51 @@
 """GaitGL: global and local 3-D convolutional gait features (Lin et al., ICCV 2021 / TPAMI 2022).
 
-Network (module names as in the reference implementation, so its checkpoints map one-to-one):
+Network: a stem, stages of global-local 3-D convolutions (GLConv), each followed by a spatial max
+pool, the local temporal aggregation (LTA) or nothing, then temporal max, GeM and separate FCs. The
+layout is data (``stem``, ``stages``, ``pools``, ``stem_lta``); module names are those of the
+reference implementation (OpenGait ``gaitgl.py``), so its checkpoints map one-to-one:
 
-- ``conv3d``: a ``Sequential`` of ``BasicConv3d`` + LeakyReLU, one per ``stem`` entry;
-- ``LTA``: local temporal aggregation, a (3, 1, 1) 3-D convolution with temporal stride 3 + LeakyReLU;
-- ``GLConvA0``, ``MaxPool0`` (spatial 2x2), ``GLConvA1``, ``GLConvB2``: the three stages of global-local
-  convolutions (a bare ``GLConv`` when a stage has one layer, else a ``Sequential`` of them); the last
-  layer of ``GLConvB2`` concatenates its global and local maps along the height ("GLConv-B");
-- ``HPP``: GeM pooling over the width of horizontal bins (learnable exponent ``p``, init 6.5);
+- ``conv3d``: a ``Sequential`` of ``BasicConv3d`` + LeakyReLU, one per ``stem`` entry (absent with
+  ``stem=()``);
+- ``LTA``: local temporal aggregation, a (3, 1, 1) 3-D convolution with temporal stride 3 + LeakyReLU,
+  either right after the stem (``stem_lta=True``, the ICCV / reference layout) or after the stage
+  whose ``pools`` entry is ``"lta"``; there is exactly one;
+- ``GLConvA<i>`` for stage ``i`` (0-based) and ``GLConvB<last>`` for the last stage (a bare
+  ``GLConv`` when a stage has one layer, else a ``Sequential`` of them); the last layer of the last
+  stage concatenates its global and local maps along the height ("GLConv-B") and feeds the head;
+- ``MaxPool<i>``: spatial 2x2 max pool after stage ``i`` (``pools[i] == "max"``);
+- ``HPP``: GeM pooling over the width of horizontal bins (learnable exponent ``p``, init 6.5); it
+  raises a ValueError naming the feature height and the bins when the height does not split into
+  them (a silhouette size other than the variant's ``input_size``);
 - ``Head0``: separate FCs; with ``bn_head`` also ``Bn`` (BatchNorm1d over channels) and ``Head1``
   (separate FCs to the class logits). The embedding is the BN output (the reference's original
   head); without ``bn_head`` it is the ``Head0`` output (the HID-2020 network: triplet loss only).
+
+Modules are registered in forward order (``self.blocks`` names them), so the state dict follows the
+data flow. The default (ICCV, reference) layout is ``conv3d, LTA, GLConvA0, MaxPool0, GLConvA1,
+GLConvB2`` (``pools=("max", "none", "none")``, ``stem_lta=True``).
+
+The TPAMI networks (Lin, Zhang, Wang, Li, Yu, "GaitGL: Learning Discriminative Global-Local Feature
+Representations for Gait Recognition", TPAMI 2022; the variants are listed in the package docstring):
+
+- CASIA-B (section 4.2): three stages of 1, 1 and 2 GLConvs with 64, 128 and 128 channels, the
+  last stage without pooling: ``conv3d, GLConvA0, LTA, GLConvA1, MaxPool1, GLConvB2``
+  (``pools=("lta", "max", "none")``, ``stem_lta=False``).
+  *Where LTA sits.* Section 3.1 says LTA replaces the first spatial pooling layer (in stage 1),
+  section 3.2 the second. We follow section 3.1: its shape equations have stage 1's output at
+  ``T_o`` frames and full resolution and stage 2's at half resolution, and in Table 7 "LTA, then
+  SP" (mean rank-1 93.6) is the published best while "SP, then LTA" gives 92.2. Section 3.2's
+  reading (spatial pooling after stage 1, LTA after stage 2) is ``pools=("max", "lta", "none")``;
+  from a recipe: ``--set 'model.pools=["max", "lta", "none"]'``.
+- Large (section 4.2; OU-MVLP, GREW, Gait3D): four stages of 2, 2, 2 and 4 GLConvs with 64, 128,
+  256 and 512 channels, a spatial pool after stage 3 as well as after stage 1, and LTA in stage 2:
+  ``conv3d, GLConvA0, MaxPool0, GLConvA1, LTA, GLConvA2, MaxPool2, GLConvB3``.
+- Choices the paper leaves open: one 1 -> 32 stem conv before stage 1 in both networks (the
+  preliminary networks, the HID 2020 report's Table 1 and OpenGait's, have one; section 4.2 lists
+  only the GLCL stages; ``stem=()`` drops it); the ``Head0`` (embedding) width, not given in the
+  paper: 128 for CASIA-B (the last stage's width, as the ICCV network) and 256 for the large
+  network (OpenGait's large GaitGL width); GeM bins = the final feature height (one-row bins: 64
+  for CASIA-B; for the large network 32 at 64 x 44, 64 at Gait3D's 128 x 88).
 
 The local branch of a ``GLConv`` (``local_conv3d``, one convolution shared by all regions) has two
 forms:
@@ -49,8 +84,9 @@ convolution here is bias-free with zero temporal padding, so a sequence's frames
 sequence run alone as long as its frames past its own end are zero whenever a temporal convolution
 reads them. The model therefore zeroes each sample's invalid frames after every convolution layer
 (one broadcast multiply per layer, no per-length regrouping), tracks the valid length through LTA
-(``L -> L // 3``, the same windows as alone) and masks them out of the temporal max. The BN head
-then runs on the whole batch. Short sequences in a packed batch are repeated per sample.
+wherever it sits (``L -> L // 3``, the same windows as alone; the masks after it use the new
+length) and masks invalid frames out of the temporal max. The BN head then runs on the whole
+batch. Short sequences in a packed batch are repeated per sample.
 
 Speed: on CPU the 3-D maps are kept in ``channels_last_3d`` memory format; oneDNN's backward pass
 of a 3x3x3 convolution with few channels is several times faster in it (measured 0.44 s -> 0.09 s
@@ -68,11 +104,12 @@ import torch.nn.functional as F
 
 from gaitbench.nn import SeparateFCs, host_to_device, init_parameters, prepare_silhouettes, read_lengths, temporal_max
 
-__all__ = ["BasicConv3d", "GLConv", "GeMHPP", "GaitGL", "complementary_masks", "MASK_TYPES"]
+__all__ = ["BasicConv3d", "GLConv", "GeMHPP", "GaitGL", "complementary_masks", "MASK_TYPES", "POOL_TYPES"]
 
 MASK_TYPES = ("part_horizontal", "part_vertical", "strip_horizontal", "strip_vertical", "pixel")
 LOCAL_TYPES = ("parts", "mask")
 MASK_EVAL = ("unmasked", "parts")
+POOL_TYPES = ("lta", "max", "none")  # what may follow a stage
 
 
 def _act() -> nn.Module:
@@ -203,18 +240,26 @@ class GeMHPP(nn.Module):
 
     Per bin ``b`` the map is viewed as ``b`` strips of ``h / b`` rows; each strip gives
     ``mean(clamp(x, eps) ** p) ** (1 / p)``; ``p`` is one learnable scalar (init 6.5).
+    ``input_size`` (the network's expected silhouette size) only serves the error message.
     """
 
-    def __init__(self, bins: Sequence[int] = (64,), p: float = 6.5, eps: float = 1e-6):
+    def __init__(self, bins: Sequence[int] = (64,), p: float = 6.5, eps: float = 1e-6,
+                 input_size: Optional[Sequence[int]] = None):
         super().__init__()
         self.bins = tuple(int(b) for b in bins)
         self.eps = eps
+        self.input_size = tuple(input_size) if input_size is not None else None
         self.p = nn.Parameter(torch.ones(1) * p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c = x.shape[:2]
+        n, c, h = x.shape[:3]
         feats = []
         for b in self.bins:
+            if h % b:
+                # a reshape would not fail when h * w happens to divide: it would mix rows silently
+                size = f" ({self.input_size[0]} x {self.input_size[1]})" if self.input_size else ""
+                raise ValueError(f"GeMHPP: feature height {h} is not divisible by the bin count {b} "
+                                 f"(bins {self.bins}); the network expects its variant's input size{size}")
             z = x.reshape(n, c, b, -1).clamp(min=self.eps).pow(self.p).mean(-1)
             feats.append(z.pow(1.0 / self.p))
         return torch.cat(feats, -1)
@@ -227,6 +272,12 @@ def _stage(layers: Sequence[nn.Module]) -> nn.Module:
     return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
 
 
+def _lta(channels: int) -> nn.Module:
+    """Local temporal aggregation: a (3, 1, 1) conv with temporal stride 3, channels unchanged."""
+    return nn.Sequential(BasicConv3d(channels, channels, kernel_size=(3, 1, 1), stride=(3, 1, 1),
+                                     padding=(0, 0, 0)), _act())
+
+
 class GaitGL(nn.Module):
     """GaitGL gait embedding network (see the module docstring).
 
@@ -234,10 +285,20 @@ class GaitGL(nn.Module):
     ``s = max(lengths)`` when ``lengths`` (``[n]``) is given. Returns ``{"embeddings": [n, C, P]}``
     plus ``"logits": [n, num_classes, P]`` with ``bn_head``.
 
-    Architecture arguments: ``stem`` (channels of the initial 3x3x3 convs), ``stages`` (output
-    channels of the GLConvs of the three stages A0 | pool | A1 | B2; the last layer of B2 is
-    GLConv-B), ``parts`` (strips of the N-part split), ``bins`` (GeM bins), ``embed_dim`` (Head0
-    output; default = last stage width), ``input_pool`` (average-pool the silhouettes first).
+    Architecture arguments (lists are accepted for every sequence, as recipes pass them):
+
+    - ``stem``: channels of the initial 3x3x3 convs (``conv3d``); may be empty unless ``stem_lta``;
+    - ``stages``: one non-empty sequence per stage of its GLConvs' output widths; the last layer of
+      the last stage is GLConv-B;
+    - ``pools``: what follows each stage, ``"max"`` (spatial 2x2 max pool), ``"lta"`` or ``"none"``;
+      the last entry must be ``"none"`` (the GLConv-B map feeds the head directly);
+    - ``stem_lta``: LTA right after the stem (the ICCV / reference layout); exactly one LTA overall;
+    - ``parts`` (strips of the N-part split), ``bins`` (GeM bins), ``embed_dim`` (Head0 output;
+      default = last stage width), ``input_pool`` (average-pool the silhouettes first);
+    - ``input_size``: the (height, width) the variant expects, kept as ``self.input_size`` for the
+      harness; not checked in ``forward``.
+
+    The defaults are the ICCV CASIA-B network: A0 | max pool | A1 | B2 with LTA after the stem.
     """
 
     def __init__(
@@ -256,12 +317,16 @@ class GaitGL(nn.Module):
         mask_eval: str = "unmasked",
         mask_restrict: bool = True,
         gem_p: float = 6.5,
+        pools: Sequence[str] = ("max", "none", "none"),
+        stem_lta: bool = True,
+        input_size: Sequence[int] = (64, 44),
     ):
         super().__init__()
-        if len(stages) != 3 or any(len(s) < 1 for s in stages):
-            raise ValueError("stages must be three non-empty sequences of channel counts (A0, A1, B2)")
-        if len(stem) < 1:
-            raise ValueError("stem must have at least one conv")
+        stem, stages, pools = self._check_layout(stem, stages, pools, stem_lta)
+        if len(input_size) != 2 or any(int(v) < 1 for v in input_size):
+            raise ValueError(f"input_size must be (height, width), got {input_size!r}")
+        self.stem, self.stages, self.pools, self.stem_lta = stem, stages, pools, bool(stem_lta)
+        self.input_size = (int(input_size[0]), int(input_size[1]))
         self.input_pool = int(input_pool)
         self.bn_head = bool(bn_head)
         self.num_classes = int(num_classes)
@@ -269,27 +334,37 @@ class GaitGL(nn.Module):
         gl_kwargs = dict(parts=parts, local=local, mask=mask, drop_ratio=drop_ratio, mask_eval=mask_eval,
                          mask_restrict=mask_restrict)
 
-        layers: list[nn.Module] = []
+        # Modules are registered in forward order (state_dict order = data flow); ``blocks`` names them.
+        blocks: list[str] = []
         c = 1
-        for co in stem:
-            layers += [BasicConv3d(c, co), _act()]
-            c = co
-        self.conv3d = nn.Sequential(*layers)
-        self.LTA = nn.Sequential(BasicConv3d(c, c, kernel_size=(3, 1, 1), stride=(3, 1, 1), padding=(0, 0, 0)),
-                                 _act())
-        built = []
+        if stem:
+            layers: list[nn.Module] = []
+            for co in stem:
+                layers += [BasicConv3d(c, co), _act()]
+                c = co
+            self.conv3d = nn.Sequential(*layers)
+            blocks.append("conv3d")
+        if self.stem_lta:
+            self.LTA = _lta(c)
+            blocks.append("LTA")
+        last = len(stages) - 1
         for si, widths in enumerate(stages):
             mods = []
             for li, co in enumerate(widths):
-                fm = si == 2 and li == len(widths) - 1
-                mods.append(GLConv(c, co, fm_sign=fm, **gl_kwargs))
+                mods.append(GLConv(c, co, fm_sign=si == last and li == len(widths) - 1, **gl_kwargs))
                 c = co
-            built.append(_stage(mods))
-        self.GLConvA0 = built[0]
-        self.MaxPool0 = nn.MaxPool3d(kernel_size=(1, 2, 2), stride=(1, 2, 2))
-        self.GLConvA1 = built[1]
-        self.GLConvB2 = built[2]
-        self.HPP = GeMHPP(bins, p=gem_p)
+            name = f"GLConvB{si}" if si == last else f"GLConvA{si}"
+            self.add_module(name, _stage(mods))
+            blocks.append(name)
+            if pools[si] == "max":
+                self.add_module(f"MaxPool{si}", nn.MaxPool3d(kernel_size=(1, 2, 2), stride=(1, 2, 2)))
+                blocks.append(f"MaxPool{si}")
+            elif pools[si] == "lta":
+                self.LTA = _lta(c)
+                blocks.append("LTA")
+        self.blocks = tuple(blocks)
+
+        self.HPP = GeMHPP(bins, p=gem_p, input_size=self.input_size)
         p = sum(self.HPP.bins)
         embed_dim = int(embed_dim or c)
         self.Head0 = SeparateFCs(p, c, embed_dim)
@@ -297,6 +372,34 @@ class GaitGL(nn.Module):
             self.Bn = nn.BatchNorm1d(embed_dim)
             self.Head1 = SeparateFCs(p, embed_dim, self.num_classes)
         init_parameters(self)
+
+    @staticmethod
+    def _check_layout(stem, stages, pools, stem_lta):
+        """Validate the layout arguments; return them as tuples."""
+        if isinstance(pools, str) or isinstance(stages, (str, int)):
+            raise ValueError("stages must be a sequence of width sequences and pools a sequence of names")
+        stem = tuple(int(c) for c in stem)
+        stages = tuple(tuple(int(c) for c in s) for s in stages)
+        pools = tuple(pools)
+        if not stages or any(len(s) < 1 for s in stages):
+            raise ValueError(f"stages must be one or more non-empty sequences of GLConv widths, got {stages}")
+        if any(c < 1 for c in stem + sum(stages, ())):
+            raise ValueError(f"channel counts must be positive: stem {stem}, stages {stages}")
+        if len(pools) != len(stages):
+            raise ValueError(f"pools needs one entry per stage: {len(stages)} stages, {len(pools)} pools {pools}")
+        bad = [p for p in pools if p not in POOL_TYPES]
+        if bad:
+            raise ValueError(f"pools entries must be one of {POOL_TYPES}, got {bad}")
+        n_lta = int(bool(stem_lta)) + pools.count("lta")
+        if n_lta != 1:
+            raise ValueError(f"the network has exactly one LTA, got {n_lta} (stem_lta={bool(stem_lta)}, "
+                             f"pools={pools})")
+        if pools[-1] != "none":
+            raise ValueError(f"the last stage ends with GLConv-B, whose height-concatenated map feeds the "
+                             f"head: pools[-1] must be 'none', got {pools[-1]!r}")
+        if stem_lta and not stem:
+            raise ValueError("stem must have at least one conv when LTA follows it (stem_lta=True)")
+        return stem, stages, pools
 
     # -- helpers -------------------------------------------------------------------------------
     def _prepare(self, sils: torch.Tensor) -> torch.Tensor:
@@ -319,6 +422,15 @@ class GaitGL(nn.Module):
             if tmask is not None and isinstance(m, (BasicConv3d, GLConv)):
                 x = x * tmask.to(x.dtype)
         return x
+
+    def _aggregate(self, x: torch.Tensor, lens: Optional[torch.Tensor]):
+        """LTA with the length bookkeeping: returns the map, the new lengths and their time mask."""
+        x = self.LTA(x)
+        if lens is None:
+            return x, None, None
+        lens = lens // 3  # LTA windows [3j, 3j + 3) lie inside the sequence iff j < L // 3
+        tmask = self._time_mask(lens, x.shape[2], x)
+        return x * tmask.to(x.dtype), lens, tmask
 
     def _layout(self, x: torch.Tensor, lengths) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Apply the short-sequence repetition; return ``[n, 1, T, h, w]`` and the valid lengths
@@ -347,17 +459,13 @@ class GaitGL(nn.Module):
         if x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last_3d)
 
-        x = self._run(self.conv3d, x, self._time_mask(lens, x.shape[2], x))
-        x = self.LTA(x)
-        if lens is not None:
-            lens = lens // 3  # LTA windows [3j, 3j + 3) lie inside the sequence iff j < L // 3
+        # stem, stages and their pooling in forward order; LTA shortens the valid lengths
         tmask = self._time_mask(lens, x.shape[2], x)
-        if tmask is not None:
-            x = x * tmask.to(x.dtype)
-        x = self._run(self.GLConvA0, x, tmask)
-        x = self.MaxPool0(x)
-        x = self._run(self.GLConvA1, x, tmask)
-        x = self._run(self.GLConvB2, x, tmask)
+        for name in self.blocks:
+            if name == "LTA":
+                x, lens, tmask = self._aggregate(x, lens)
+            else:
+                x = self._run(getattr(self, name), x, tmask)
 
         x = temporal_max(x, lens)  # [n, c, h, w]
         gait = self.Head0(self.HPP(x))  # [n, embed, p]

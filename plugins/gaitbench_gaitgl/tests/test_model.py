@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import gaitbench
 from gaitbench.testing import moving_blobs
@@ -12,7 +13,7 @@ from gaitbench.testing import single_thread  # noqa: F401  (autouse: one intra-o
 from gaitbench.training.losses import part_cross_entropy, triplet_loss
 from gaitbench.training.recipe import load_recipe
 from gaitbench_gaitgl import METHOD, VARIANTS
-from gaitbench_gaitgl.model import MASK_TYPES, GaitGL, GeMHPP, GLConv, complementary_masks
+from gaitbench_gaitgl.model import MASK_TYPES, BasicConv3d, GaitGL, GeMHPP, GLConv, complementary_masks
 
 
 def make(variant="casiab", seed=0, **kw):
@@ -402,6 +403,288 @@ def test_recipes_load_and_build():
     quick = load_recipe(METHOD.recipe_path("quick"))
     assert quick.train.checkpoint_every == 200 and quick.train.keep_checkpoints == 2
     tpami = load_recipe(METHOD.recipe_path("tpami"))
-    assert tpami.model["local"] == "mask" and tpami.model["mask"] == "strip_vertical"
+    assert tpami.variant == "tpami" and tpami.model == {}  # the variant carries the network and masks
     m = METHOD.create(tpami.variant, **tpami.model, num_classes=7)
-    assert isinstance(m.GLConvB2, GLConv) and m.GLConvB2.local == "mask" and m.GLConvB2.drop_ratio == 0.3
+    assert m.blocks == TPAMI_BLOCKS["tpami"] and m.Head1.fc_bin.shape == (64, 128, 7)
+    assert all(g.local == "mask" and g.mask == "strip_vertical" and g.drop_ratio == 0.3 for g in glconvs(m))
+
+
+# --------------------------------------------------------------------------- TPAMI 2022 networks
+
+TPAMI = ("tpami", "tpami-oumvlp", "tpami-grew", "tpami-gait3d")
+LARGE_BLOCKS = ("conv3d", "GLConvA0", "MaxPool0", "GLConvA1", "LTA", "GLConvA2", "MaxPool2", "GLConvB3")
+TPAMI_BLOCKS = {
+    # CASIA-B (section 4.2): LTA takes stage 1's pooling slot (section 3.1), SP after stage 2
+    "tpami": ("conv3d", "GLConvA0", "LTA", "GLConvA1", "MaxPool1", "GLConvB2"),
+    # large (section 4.2): SP after stages 1 and 3, LTA in stage 2, a fourth stage
+    "tpami-oumvlp": LARGE_BLOCKS, "tpami-grew": LARGE_BLOCKS, "tpami-gait3d": LARGE_BLOCKS,
+}
+LARGE_WIDTHS = ((64, 64), (128, 128), (256, 256), (512, 512, 512, 512))
+TPAMI_WIDTHS = {"tpami": ((64,), (128,), (128, 128)), "tpami-oumvlp": LARGE_WIDTHS, "tpami-grew": LARGE_WIDTHS,
+                "tpami-gait3d": LARGE_WIDTHS}
+TPAMI_PARAMS = {"tpami": 3_990_625, "tpami-oumvlp": 102_970_721, "tpami-grew": 224_597_345,
+                "tpami-gait3d": 114_103_649}
+# embedding width, parts (= GeM bins = the final feature height), classes
+TPAMI_OUT = {"tpami": (128, 64, 74), "tpami-oumvlp": (256, 32, 5153), "tpami-grew": (256, 32, 20000),
+             "tpami-gait3d": (256, 64, 3000)}
+SECTION_3_2 = 'model.pools=["max", "lta", "none"]'  # the --set line of the docstrings
+
+
+def meta(variant, **kw):
+    """The full network on the meta device: shapes only, no memory, no compute."""
+    with torch.device("meta"):
+        return GaitGL(**{**VARIANTS[variant], **kw})
+
+
+def stage_layers(m):
+    """The GLConv layers of each stage, in forward order: [[layer, ...] per stage]."""
+    stages = [getattr(m, b) for b in m.blocks if b.startswith("GLConv")]
+    return [list(s) if isinstance(s, nn.Sequential) else [s] for s in stages]
+
+
+def glconvs(m):
+    """All GLConv layers, in forward order."""
+    return [g for s in stage_layers(m) for g in s]
+
+
+def tiny(variant, seed=0, **kw):
+    """The variant's layout with all widths / 8, 6 classes, for a quarter-size input (bins / 4 follow
+    the final height). Returns the model and its input (h, w)."""
+    v = VARIANTS[variant]
+    small = {**v, "stem": tuple(c // 8 for c in v["stem"]),
+             "stages": tuple(tuple(c // 8 for c in s) for s in v["stages"]),
+             "embed_dim": v["embed_dim"] // 8, "num_classes": 6, "bins": (v["bins"][0] // 4,)}
+    torch.manual_seed(seed)
+    h, w = v["input_size"]
+    return GaitGL(**{**small, **kw}), (h // 4, w // 4)
+
+
+def test_every_variant_carries_its_input_size():
+    assert set(TPAMI) <= set(VARIANTS)
+    for name, v in VARIANTS.items():
+        assert v["input_size"] == ((128, 88) if name == "tpami-gait3d" else (64, 44)), name
+    assert make("quick").input_size == (64, 44) and GaitGL().input_size == (64, 44)
+    assert meta("tpami-gait3d").input_size == (128, 88)
+
+
+@pytest.mark.parametrize("variant", TPAMI)
+def test_tpami_stage_layout(variant):
+    m = meta(variant)
+    assert m.blocks == TPAMI_BLOCKS[variant]
+    # registration (and so state_dict) order follows the data flow
+    assert [n for n, _ in m.named_children()] == list(m.blocks) + ["HPP", "Head0", "Bn", "Head1"]
+    params_in_order = list(dict.fromkeys(k.split(".")[0] for k in m.state_dict()))
+    assert params_in_order == [b for b in m.blocks if not b.startswith("MaxPool")] + ["HPP", "Head0", "Bn", "Head1"]
+    layers = stage_layers(m)
+    assert tuple(tuple(g.global_conv3d.conv3d.out_channels for g in s) for s in layers) == TPAMI_WIDTHS[variant]
+    assert [g.fm_sign for g in glconvs(m)] == [False] * (len(glconvs(m)) - 1) + [True]  # only the last is B
+    assert layers[0][0].global_conv3d.conv3d.in_channels == 32  # the one stem conv 1 -> 32
+    assert [tuple(c.conv3d.weight.shape) for c in m.conv3d if isinstance(c, BasicConv3d)] == [(32, 1, 3, 3, 3)]
+    lta = m.LTA[0].conv3d
+    c_lta = 64 if variant == "tpami" else 128  # after stage 1 (CASIA-B) / stage 2 (large)
+    assert lta.weight.shape == (c_lta, c_lta, 3, 1, 1) and lta.stride == (3, 1, 1)
+    for b in m.blocks:
+        if b.startswith("MaxPool"):
+            assert getattr(m, b).kernel_size == (1, 2, 2) and getattr(m, b).stride == (1, 2, 2)
+    assert all(g.local == "mask" and g.mask == "strip_vertical" and g.drop_ratio == 0.3 and g.mask_eval == "unmasked"
+               for g in glconvs(m))
+    assert all(g.parts == (8 if variant == "tpami" else 2) for g in glconvs(m))
+
+
+def test_tpami_param_counts_and_heads():
+    for variant, count in TPAMI_PARAMS.items():
+        m = meta(variant)
+        assert n_params(m) == count, variant
+        c, p, _ = TPAMI_OUT[variant]
+        assert m.Head0.fc_bin.shape == (p, m.stages[-1][-1], c)
+        assert m.Head1.fc_bin.shape == (p, c, VARIANTS[variant]["num_classes"])
+    # OU-MVLP and GREW differ only in the classifier
+    assert n_params(meta("tpami-oumvlp")) - 32 * 256 * 5153 == n_params(meta("tpami-grew")) - 32 * 256 * 20000
+    # dropping the stem conv (stem=()): the first GLConv reads the silhouettes
+    bare = meta("tpami", stem=())
+    assert not hasattr(bare, "conv3d") and bare.blocks[0] == "GLConvA0"
+    assert n_params(bare) == TPAMI_PARAMS["tpami"] - 32 * 27 - 2 * 64 * 31 * 27  # stem conv, 32 -> 1 inputs
+
+
+@pytest.mark.parametrize("variant", TPAMI)
+def test_tpami_output_shapes(variant):
+    c, p, classes = TPAMI_OUT[variant]
+    lengths = torch.tensor([30, 7])  # read on the host, so made outside the meta context
+    m = meta(variant)
+    seen = []
+    m.HPP.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape))
+    with torch.device("meta"):
+        x = torch.rand(2, 30, *VARIANTS[variant]["input_size"])
+        out = m.train()(x)
+        out_eval = m.eval()(x, lengths)
+    for o in (out, out_eval):
+        assert o["embeddings"].shape == (2, c, p) and o["logits"].shape == (2, classes, p)
+    assert seen[0][2] == p and m.HPP.bins == (p,)  # one-row GeM bins over the GLConv-B map
+
+
+@pytest.mark.parametrize("variant", TPAMI)
+def test_tpami_backward_all_params_get_grads(variant):
+    m, (h, w) = tiny(variant)
+    m.train()
+    x = sils(4, 9, h, w)
+    labels = torch.tensor([0, 1, 2, 3])
+    for lengths in (None, torch.tensor([9, 4, 2, 7])):
+        m.zero_grad(set_to_none=True)
+        out = m(x, lengths)
+        loss = out["embeddings"].pow(2).mean() + part_cross_entropy(out["logits"], labels)[0]
+        loss.backward()
+        for name, q in m.named_parameters():
+            assert q.grad is not None, name
+            assert torch.isfinite(q.grad).all(), name
+            assert q.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("variant,kw", [
+    ("tpami", {}),
+    ("tpami", {"pools": ("max", "lta", "none")}),  # section 3.2's reading: LTA after stage 2
+    ("tpami-oumvlp", {}),  # the large layout (GREW and Gait3D share it)
+])
+def test_tpami_variable_length_matches_single(variant, kw):
+    m, (h, w) = tiny(variant, **kw)
+    m.eval()
+    seqs, batch, lengths = packed([1, 2, 4, 7, 12], h, w)
+    with torch.no_grad():
+        out = m(batch, lengths)
+        for i, q in enumerate(seqs):
+            single = m(q.unsqueeze(0))
+            for key in out:
+                ref = single[key][0]
+                scale = ref.abs().max()
+                torch.testing.assert_close(out[key][i] / scale, ref / scale, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["tpami", "tpami-oumvlp"])
+def test_tpami_deterministic_eval(variant):
+    (a, hw), (b, _), (c, _) = tiny(variant, seed=3), tiny(variant, seed=3), tiny(variant, seed=4)
+    x = sils(2, 6, *hw)
+    with torch.no_grad():
+        ea, eb, ec = (m.eval()(x)["embeddings"] for m in (a, b, c))
+        assert torch.equal(ea, a(x)["embeddings"])  # same model, same result
+    assert torch.equal(ea, eb) and not torch.allclose(ea, ec)
+    a.train()
+    assert not torch.allclose(a(x)["embeddings"], a(x)["embeddings"])  # fresh random masks in training
+
+
+def test_section_3_2_option():
+    import gaitbench_gaitgl
+    import gaitbench_gaitgl.model
+
+    # the line the docstrings and the recipe give is the one tested here
+    for text in (gaitbench_gaitgl.__doc__, gaitbench_gaitgl.model.__doc__, METHOD.recipe_path("tpami").read_text()):
+        assert f"--set '{SECTION_3_2}'" in text
+    r = load_recipe(METHOD.recipe_path("tpami"), [SECTION_3_2])
+    with torch.device("meta"):
+        m = METHOD.create(r.variant, **r.model)
+    assert m.pools == ("max", "lta", "none")
+    assert m.blocks == ("conv3d", "GLConvA0", "MaxPool0", "GLConvA1", "LTA", "GLConvB2")
+    assert m.LTA[0].conv3d.weight.shape == (128, 128, 3, 1, 1)
+    assert n_params(m) == TPAMI_PARAMS["tpami"] + 3 * (128 * 128 - 64 * 64)  # only the LTA width changes
+    small, (h, w) = tiny("tpami", pools=["max", "lta", "none"])  # lists, as TOML gives them
+    out = small.eval()(sils(2, 7, h, w))
+    assert out["embeddings"].shape == (2, 16, 16) and torch.isfinite(out["embeddings"]).all()
+
+
+def test_layout_validation():
+    ok = dict(stem=(4,), stages=((8,), (8,)), pools=("lta", "none"), stem_lta=False, bins=(8,))
+    GaitGL(**ok)
+    with pytest.raises(ValueError, match="exactly one LTA"):
+        GaitGL(**{**ok, "pools": ("max", "none")})  # none at all
+    with pytest.raises(ValueError, match="exactly one LTA"):
+        GaitGL(**{**ok, "stem_lta": True})  # two
+    with pytest.raises(ValueError, match="non-empty"):
+        GaitGL(**{**ok, "stages": ((8,), ())})
+    with pytest.raises(ValueError, match="one entry per stage"):
+        GaitGL(**{**ok, "pools": ("lta",)})
+    with pytest.raises(ValueError, match="pools entries"):
+        GaitGL(**{**ok, "pools": ("avg", "none")})
+    with pytest.raises(ValueError, match="GLConv-B"):
+        GaitGL(**{**ok, "pools": ("none", "lta")})  # nothing may follow the B layer
+    with pytest.raises(ValueError, match="stem"):
+        GaitGL(stem=(), stages=((8,),), pools=("none",), stem_lta=True)
+    with pytest.raises(ValueError, match="positive"):
+        GaitGL(**{**ok, "stages": ((8,), (0,))})
+    # lists (TOML) build the same network as tuples
+    torch.manual_seed(0)
+    a = GaitGL(**ok)
+    torch.manual_seed(0)
+    b = GaitGL(stem=[4], stages=[[8], [8]], pools=["lta", "none"], stem_lta=False, bins=[8])
+    assert a.blocks == b.blocks
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_gem_hpp_reports_wrong_input_size():
+    gem = GeMHPP(bins=(32,), input_size=(64, 44))
+    with pytest.raises(ValueError, match=r"height 20 .*bin count 32.*input size \(64 x 44\)"):
+        gem(torch.rand(1, 2, 20, 8))  # 160 values would reshape into 32 bins silently
+    # a TPAMI network fed the wrong size says so
+    m, _ = tiny("tpami-oumvlp")
+    with pytest.raises(ValueError, match="GeMHPP: feature height"):
+        m.eval()(sils(1, 3, 24, 11))
+
+
+def test_golden_embeddings_tpami():
+    """Fixed seed + input -> fixed outputs for the CASIA-B network and the reduced large layout."""
+    torch.manual_seed(0)
+    full = GaitGL(**VARIANTS["tpami"]).eval()
+    large, _ = tiny("tpami-oumvlp", bins=(32,))  # at 64 x 44: the large layout's own bins
+    large.eval()
+    x = sils(2, 7, seed=5)
+    lengths = torch.tensor([7, 4])
+    got = {}
+    with torch.no_grad():
+        for name, m in (("tpami", full), ("large", large)):
+            e = m(x, lengths)["embeddings"]
+            c, p = e.shape[1:]
+            got[name] = torch.stack([e[0, 0, 0], e[0, 5, 3], e[0, c - 1, p - 1], e[1, 0, 0], e[1, c // 2, p // 2],
+                                     e[1, c - 1, p - 1], e.abs().sum()])
+    for name in got:
+        torch.testing.assert_close(got[name], torch.tensor(GOLDEN_TPAMI[name]), atol=1e-6, rtol=1e-4)
+
+
+# seven values each: six entries and the sum of |embeddings|
+GOLDEN_TPAMI = {
+    "tpami": [-0.004369041, 0.009025414, -0.00143219, -0.002689052, -0.001958672, 0.0004166948, 50.49076],
+    "large": [0.006916477, -0.01595675, -0.009870444, 0.0008491451, -0.001116197, -0.000295256, 14.25186],
+}
+
+
+# name: (P, K, iterations, milestones, label smoothing, eval metric)
+TPAMI_RECIPES = {
+    "tpami-oumvlp": (32, 8, 200_000, [100_000, 133_000, 167_000], 0.1, ""),
+    "tpami-grew": (32, 4, 200_000, [100_000, 133_000, 167_000], 0.1, ""),
+    "tpami-gait3d": (32, 4, 150_000, [75_000, 100_000, 125_000], 0.0, "cos"),
+}
+
+
+def test_tpami_recipes():
+    for name, (P, K, iterations, milestones, ls, metric) in TPAMI_RECIPES.items():
+        r = load_recipe(METHOD.recipe_path(name))
+        assert r.variant == name and r.model == {} and "\n" not in r.description, name
+        o = r.optimizer
+        assert (o.name, o.lr, o.momentum, o.weight_decay) == ("sgd", 0.1, 0.9, 5e-4), name
+        assert not getattr(o, "nesterov", False), name  # classical momentum
+        s = r.sampler
+        assert (s.P, s.K, s.frames, s.order, s.skip) == (P, K, 30, "ordered", 0), name
+        assert r.train.iterations == iterations and r.schedule.milestones == milestones, name
+        # lr x0.1 at 1/2, 2/3, 5/6 of training (rounded to thousands)
+        assert milestones == [round(iterations * f / 1000) * 1000 for f in (1 / 2, 2 / 3, 5 / 6)]
+        assert r.schedule.gamma == 0.1 and r.schedule.warmup == 0
+        assert (r.loss.triplet.weight, r.loss.triplet.margin) == (1.0, 0.2), name
+        ce = r.loss.cross_entropy
+        assert (ce.weight, ce.scale, ce.label_smoothing) == (1.0, 1.0, ls), name
+        assert r.eval.metric == metric, name
+        with torch.device("meta"):
+            m = METHOD.create(r.variant, **r.model)
+        assert m.blocks == LARGE_BLOCKS and n_params(m) == TPAMI_PARAMS[name]
+    t = load_recipe(METHOD.recipe_path("tpami"))
+    assert (t.optimizer.name, t.optimizer.lr, t.optimizer.weight_decay) == ("adam", 1e-4, 5e-4)
+    assert (t.sampler.P, t.sampler.K, t.sampler.frames, t.sampler.order, t.sampler.skip) == (8, 16, 30, "ordered", 0)
+    assert t.train.iterations == 80_000 and t.schedule.milestones == [70_000] and t.eval.metric == ""
+    ce = t.loss.cross_entropy
+    assert (t.loss.triplet.margin, ce.weight, ce.scale, ce.label_smoothing) == (0.2, 1.0, 1.0, 0.0)
+    assert "\n" not in t.description
