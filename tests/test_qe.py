@@ -87,35 +87,78 @@ def test_dba_keeps_self_out_even_with_duplicates():
     assert torch.equal(out.gallery[:, 0, 0], torch.tensor([2.0, 2.0, 2.0, 5.0]))
 
 
+def close(x, values):
+    return torch.allclose(x[:, 0, 0], torch.tensor(values), atol=1e-6, rtol=0)
+
+
+def test_cluster_qe_defaults():
+    assert dict(stage("cluster-qe").defaults) == {"method": "mutual-knn", "k": 1, "threshold": math.inf,
+                                                   "exclude_self": True, "weight": 0.1}
+
+
 def test_cluster_qe_mutual_nearest_neighbours():
     probe = t([[0.0], [10.25]])
     gallery = t([[0.5], [1.0], [10.0], [50.0]])
-    out = apply("cluster-qe", StageInput(probe, gallery, "euc"), k=1)
+    data = StageInput(probe, gallery, "euc")
     # mutual 1-NN pairs: probe 0 <-> gallery 0.5 (0.5 also ties with 1.0; lower index wins),
     # probe 10.25 <-> gallery 10; 1.0 and 50 are singletons and keep their features.
-    assert torch.equal(out.probe[:, 0, 0], torch.tensor([0.5, 10.0]))
-    assert torch.equal(out.gallery[:, 0, 0], torch.tensor([0.0, 1.0, 10.25, 50.0]))
+    # weight 1 (the report's wording): each member of a pair takes its partner's feature.
+    swap = apply("cluster-qe", data, weight=1.0)
+    assert torch.equal(swap.probe[:, 0, 0], torch.tensor([0.5, 10.0]))
+    assert torch.equal(swap.gallery[:, 0, 0], torch.tensor([0.0, 1.0, 10.25, 50.0]))
+    # the default weight 0.1: a tenth of the way to the partner, 0 -> 0.05, 0.5 -> 0.45,
+    # 10.25 -> 10.225, 10 -> 10.025.
+    out = apply("cluster-qe", data)
+    assert close(out.probe, [0.05, 10.225]) and close(out.gallery, [0.45, 1.0, 10.025, 50.0])
+    assert torch.equal(out.gallery[[1, 3]], gallery[[1, 3]])  # singletons exactly unchanged
 
 
 def test_cluster_qe_threshold_single_linkage():
     probe = t([[0.0], [10.25]])
     gallery = t([[0.5], [1.0], [10.0], [50.0]])
     data = StageInput(probe, gallery, "euc")
-    out = apply("cluster-qe", data, method="threshold", threshold=0.6)
+    out = apply("cluster-qe", data, method="threshold", threshold=0.6, weight=1.0)
     # clusters {0, 0.5, 1} (chained), {10.25, 10}, {50}: the mean of the other members
     assert torch.equal(out.probe[:, 0, 0], torch.tensor([0.75, 10.0]))
     assert torch.equal(out.gallery[:, 0, 0], torch.tensor([0.5, 0.25, 10.25, 50.0]))
-    keep = apply("cluster-qe", data, method="threshold", threshold=0.6, exclude_self=False)
+    keep = apply("cluster-qe", data, method="threshold", threshold=0.6, exclude_self=False, weight=1.0)
     assert torch.equal(keep.probe[:, 0, 0], torch.tensor([0.5, 10.125]))
     assert torch.equal(keep.gallery[:, 0, 0], torch.tensor([0.5, 0.5, 10.125, 50.0]))
+    # weight 0.1 (default): 0 -> 0 + 0.1 * 0.75, 1 -> 1 - 0.1 * 0.75, 0.5 stays (its others' mean is
+    # 0.5); 10.25 -> 10.225, 10 -> 10.025
+    soft = apply("cluster-qe", data, method="threshold", threshold=0.6)
+    assert close(soft.probe, [0.075, 10.225]) and close(soft.gallery, [0.5, 0.925, 10.025, 50.0])
 
 
 def test_cluster_qe_mutual_knn_with_a_distance_cut():
     probe = t([[0.0], [10.25]])
     gallery = t([[0.5], [1.0], [10.0], [50.0]])
-    out = apply("cluster-qe", StageInput(probe, gallery, "euc"), k=1, threshold=0.3)
-    assert torch.equal(out.probe[:, 0, 0], torch.tensor([0.0, 10.0]))  # the 0.5 link is cut
-    assert torch.equal(out.gallery[:, 0, 0], torch.tensor([0.5, 1.0, 10.25, 50.0]))
+    out = apply("cluster-qe", StageInput(probe, gallery, "euc"), threshold=0.3)
+    assert close(out.probe, [0.0, 10.225])  # the 0.5 link is cut; 10.25 and 10 move 0.025 closer
+    assert close(out.gallery, [0.5, 1.0, 10.025, 50.0])
+
+
+def test_cluster_qe_default_does_not_chain_two_identities():
+    # Two identities on a line, each of two tight pairs 1 apart, the identities 1.5 apart (3 | 4.5):
+    #   A: 0, 0.9, 2, 3        B: 4.5, 5.5, 6.6, 7.5
+    # 3 and 4.5 are each among the other's 3 nearest (3: 2, 4.5, 0.9; 4.5: 5.5, 3, 6.6), so the
+    # connected components of mutual 3-NN (the old defaults) join A and B into one cluster of 8
+    # and every member takes the mean of the 7 others: 0 -> 30 / 7, past B's first member.
+    a, b = [0.0, 0.9, 2.0, 3.0], [4.5, 5.5, 6.6, 7.5]
+    probe, gallery = t([[v] for v in a[1:] + b[1:]]), t([[a[0]], [b[0]]])
+    data = StageInput(probe, gallery, "euc")
+    x = torch.cat([probe, gallery])
+    from gaitbench.evaluation.qe import cluster_labels
+
+    assert cluster_labels(data, x, k=3).unique().tolist() == [0]
+    old = apply("cluster-qe", data, k=3, weight=1.0)
+    assert abs(float(old.gallery[0, 0, 0]) - 30 / 7) < 1e-5
+    # The default (mutual 1-NN) pairs 0-0.9, 2-3, 4.5-5.5, 6.6-7.5: never across the A | B gap.
+    labels = cluster_labels(data, x).tolist()  # rows: 0.9, 2, 3, 5.5, 6.6, 7.5, then 0, 4.5
+    assert labels[6] == labels[0] and labels[1] == labels[2] and labels[7] == labels[3] and labels[4] == labels[5]
+    assert len(set(labels)) == 4
+    out = apply("cluster-qe", data)  # each moves a tenth of the way to its partner
+    assert close(out.probe, [0.81, 2.1, 2.9, 5.4, 6.69, 7.41]) and close(out.gallery, [0.09, 4.6])
 
 
 def test_connected_components():
@@ -145,6 +188,24 @@ def test_qe_parameter_errors():
         run_stages(data, [(stage("cluster-qe"), {"method": "dbscan"})])
     with pytest.raises(ConfigError, match="alpha must be a finite number >= 0"):
         run_stages(data, [(stage("dba"), {"alpha": -1.0})])
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"wieght": 0.5}, r"stage 'cluster-qe': unknown parameter 'wieght'; did you mean 'weight'"),
+    ({"weight": "half"}, r"stage 'cluster-qe': parameter 'weight' must be float, got 'half'"),
+    ({"k": 1.5}, r"stage 'cluster-qe': parameter 'k' must be int"),
+    ({"exclude_self": 1}, r"stage 'cluster-qe': parameter 'exclude_self' must be bool"),
+    ({"weight": 0.0}, r"stage 'cluster-qe': weight must be a number in \(0, 1\]"),
+    ({"weight": 1.5}, r"stage 'cluster-qe': weight must be a number in \(0, 1\]"),
+    ({"k": 0}, r"stage 'cluster-qe': k must be an integer >= 1"),
+    ({"threshold": -1.0}, r"stage 'cluster-qe': threshold must be a number >= 0"),
+    ({"threshold": math.nan}, r"stage 'cluster-qe': threshold must be a number >= 0"),
+    ({"method": "threshold"}, r"stage 'cluster-qe': method 'threshold' needs a finite threshold"),
+])
+def test_cluster_qe_parameter_errors(params, message):
+    data = StageInput(t([[0.0]]), t([[1.0], [2.0]]), "euc")
+    with pytest.raises(ConfigError, match=message):
+        run_stages(data, [(stage("cluster-qe"), params)])
 
 
 def test_stages_compose_and_are_recorded():

@@ -310,12 +310,14 @@ BUILTIN_STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="cluster-qe",
-        description="clustering QE (GaitMask, HID 2021): probe and gallery clustered together by the "
-                    "protocol's distance; each sequence becomes the mean of the other members of its "
-                    "cluster (method mutual-knn or threshold)",
+        description="clustering QE (GaitMask, HID 2021): probe and gallery clustered by the protocol's "
+                    "distance (mutual-knn or threshold); each sequence moves weight of the way to the "
+                    "mean of the other members of its cluster. Defaults k=1 (mutual-NN pairs: no "
+                    "chaining), weight=0.1: full replacement and mutual 3-NN components scored below "
+                    "rerank alone on HID-like data",
         apply=LazyApply("gaitbench.evaluation.qe:apply_cluster_qe"),
         transductive=True,
-        defaults={"method": "mutual-knn", "k": 3, "threshold": math.inf, "exclude_self": True},
+        defaults={"method": "mutual-knn", "k": 1, "threshold": math.inf, "exclude_self": True, "weight": 0.1},
         sides="both",
     ),
 )
