@@ -71,6 +71,12 @@ def _run_options(func):
         click.option("--checkpoint", type=click.Path(), default=None,
                      help="Start from these weights (a gaitbench or imported checkpoint); with --iterations 0 "
                           "this evaluates them."),
+        click.option("--init-from", type=click.Path(), default=None,
+                     help="Fine-tune: start from a gaitbench checkpoint of the same architecture trained under "
+                          "another protocol (a classifier of another class count is re-initialised)."),
+        click.option("--truth", type=click.Path(), default=None,
+                     help="Identification protocols (hid): the probes' identities (videoID,label) to score the "
+                          "submission; default: the dataset's own probe_truth.csv, if any."),
         click.option("--nproc-per-node", type=int, default=1, show_default=True,
                      help="Processes on this machine (DistributedDataParallel through torchrun)."),
         click.option("--workers", type=int, default=0, show_default=True,
@@ -158,7 +164,8 @@ def embed(method, checkpoint, protocol, data_root, partition, out, device, quiet
     plugins = _plugins()
     plugins.method(method)
     proto = resolve_protocol(protocol, plugins)
-    held = read_checkpoint(checkpoint)["method"]
+    payload = read_checkpoint(checkpoint)
+    held = payload["method"]
     if held != method:
         raise GaitbenchError(f"{checkpoint} holds method {held!r}, not {method!r}")
     settings = RunSettings(method=method, protocol=protocol, data_root=data_root, progress=not quiet)
@@ -167,7 +174,9 @@ def embed(method, checkpoint, protocol, data_root, partition, out, device, quiet
     _, test_rows = select_rows(store, proto)
     model = load_model(checkpoint).to(device)
     emb = embed_rows(model, store, test_rows, device=device, progress=not quiet)
-    save_embeddings(out, emb, store.index, test_rows, method=method, protocol=proto.name,
+    metric = ((payload.get("recipe") or {}).get("eval") or {}).get("metric") or proto.evaluation.metric
+    del payload
+    save_embeddings(out, emb, store.index, test_rows, method=method, protocol=proto.name, metric=metric,
                     synthetic=store.synthetic, dataset_fingerprint=store.fingerprint, probe_set=proto.split.probe_set)
     click.echo(f"wrote {len(test_rows)} embeddings {list(emb.shape[1:])} to {out}"
                f"{' (SYNTHETIC data)' if store.synthetic else ''}")
@@ -203,10 +212,13 @@ def _parse_bytes(text: str | None) -> int | None:
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--max-memory", default=None, help="Budget for distance blocks, e.g. 2GB (default 512MB).")
 @click.option("--submission", type=click.Path(), default=None,
-              help="Write the protocol's official submission file (GREW) here instead of local metrics.")
+              help="Write the protocol's submission file here: GREW's (instead of local metrics) or HID's "
+                   "videoID,label predictions.")
+@click.option("--truth", type=click.Path(), default=None,
+              help="Identification protocols (hid): the probes' identities (videoID,label); scores the predictions.")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write the report as JSON here.")
 def evaluate(protocol, files, partition, stage_names, overrides, fuse, pipeline, normalize, device, max_memory,
-             submission, json_out):
+             submission, truth, json_out):
     """Evaluate saved embeddings under PROTOCOL, without the model."""
     import time
 
@@ -253,11 +265,27 @@ def evaluate(protocol, files, partition, stage_names, overrides, fuse, pipeline,
     else:
         data, arrays = datas[0], datas[0]["embeddings"]
     proto = resolve_split(proto, None, partition, recorded_probe_set=data.get("probe_set"), recorded_from=files[0])
+    recorded = {str(d["metric"]) for d in datas if str(d.get("metric", ""))}
+    if "metric" not in changes and len(recorded) == 1 and recorded != {proto.evaluation.metric}:
+        # the distance the recipe of the run that wrote the embeddings evaluated with (GaitGL's Gait3D
+        # recipe: cos; the HID 2020 recipe: flat_euc), so that evaluating them again gives its numbers
+        metric = recorded.pop()
+        proto = proto.with_evaluation(metric=metric)
+        click.echo(f"metric {metric}: the distance the embeddings were evaluated with by their run's recipe "
+                   "(--set metric=... chooses another)")
     load_s = time.perf_counter() - t0
     synthetic = any(str(d.get("synthetic", "unknown")) == "True" for d in datas)
     tag = " - SYNTHETIC DATA" if synthetic else ""
     args = (proto, arrays, data["subjects"], data["types"], data["views"])
-    if submission:
+    identification = proto.evaluation.kind == "identification"
+    if truth and not identification:
+        raise GaitbenchError(f"--truth scores identification protocols (hid); {proto.describe()} has labelled probes")
+    truth_map = None
+    if truth:
+        from .evaluation.identification import read_truth
+
+        truth_map = read_truth(truth)
+    if submission and not identification:
         info = write_submission(*args, submission, device=device, stages=stages)
         click.echo(f"wrote {info['probes']} probes x top {info['top']} identities (gallery {info['gallery']}) "
                    f"to {submission}{tag}")
@@ -267,8 +295,14 @@ def evaluate(protocol, files, partition, stage_names, overrides, fuse, pipeline,
         budget = _parse_bytes(max_memory) or 512 * 2**20
         click.echo(f"evaluating {n:,} sequences on {device}; distance blocks within {budget / 2**20:.0f} MB "
                    f"(--max-memory)")
-    report = run_evaluation(*args, device=device, stages=stages, max_bytes=_parse_bytes(max_memory))
+    report = run_evaluation(*args, device=device, stages=stages, max_bytes=_parse_bytes(max_memory),
+                            truth=truth_map, truth_source=str(truth))
     report.timings = {"load_s": round(load_s, 4), **report.timings}
+    if identification and submission:
+        from .evaluation.identification import write_predictions
+
+        write_predictions(submission, proto.evaluation, report.predictions)
+        click.echo(f"wrote {len(report.predictions.videos)} predictions (videoID,label) to {submission}{tag}")
     click.echo(f"{proto.describe()} - {describe_metrics(proto)}{tag}"
                f"{'; stages: ' + ', '.join(s['name'] for s in report.stages) if report.stages else ''}"
                f"{'; fused (' + fuse + ')' if fuse else ''}")
@@ -281,7 +315,8 @@ def evaluate(protocol, files, partition, stage_names, overrides, fuse, pipeline,
                                      "stages": report.stages, "embeddings": [str(f) for f in files],
                                      "fusion": {"mode": fuse, "normalize": normalize} if fuse else None,
                                      "pipeline": {"name": pipe.name, "source": pipe.source} if pipe else None,
-                                     "metric": changes.get("metric", proto.evaluation.metric)})
+                                     "metric": changes.get("metric", proto.evaluation.metric),
+                                     **({"submission": submission, "truth": truth} if identification else {})})
 
 
 @cli.command("stages")
@@ -516,7 +551,8 @@ def data():
 
 
 @data.command("synth")
-@click.option("--layout", default="casiab", show_default=True, help="Dataset layout: casiab, oumvlp, grew, gait3d.")
+@click.option("--layout", default="casiab", show_default=True,
+              help="Dataset layout: casiab, oumvlp, grew, gait3d, hid.")
 @click.option("--out", required=True, type=click.Path(), help="Folder for the packed store.")
 @click.option("--subjects", type=int, default=None, help="Number of subjects (default: the layout's).")
 @click.option("--frames", type=int, default=None, help="Mean frames per sequence (default: the layout's; --full: 80).")
@@ -553,7 +589,7 @@ def data_synth(layout, out, subjects, frames, full, height, distractors, seed, p
 @data.command("pretreat")
 @click.argument("src", type=click.Path())
 @click.argument("dest", type=click.Path())
-@click.option("--dataset", required=True, help="Raw layout: casiab, oumvlp, gait3d or grew.")
+@click.option("--dataset", required=True, help="Raw layout: casiab, oumvlp, gait3d, grew or hid.")
 @click.option("--img-size", type=int, default=64, show_default=True, help="64, or 128 for Gait3D's high-resolution variant.")
 @click.option("--workers", type=int, default=None, help="Processes (default: all cores).")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable PNG instead of skipping it.")

@@ -5,7 +5,10 @@ and an ``[evaluation]`` section whose ``kind`` selects the evaluator:
 
 - ``view_matrix``: the single-view-gallery cross-view rank-1 matrix (CASIA-B, OU-MVLP);
 - ``retrieval``: ranked retrieval against one gallery, rank-k / mAP / mINP (GREW, Gait3D, and
-  the cross-view-gallery protocol of CASIA-B).
+  the cross-view-gallery protocol of CASIA-B);
+- ``identification``: unlabelled probes, each assigned the subject of its nearest gallery
+  sequence, written as a submission file and scored against a truth file when there is one (the
+  HID competitions on CASIA-E).
 
 The split lists subject ids: ``"075"`` (one id), ``"001-074"`` (an inclusive range; the width of
 the numbers is kept, so ids stay zero-padded strings), ``"00001-10305/2"`` (a range with a step)
@@ -209,7 +212,38 @@ class RetrievalEvaluation:
         return list(self.probe_sets) if self.probe_sets else ["probe"]
 
 
-EVALUATIONS = {"view_matrix": ViewMatrixEvaluation, "retrieval": RetrievalEvaluation}
+@dataclass
+class IdentificationEvaluation:
+    """Unlabelled probes identified against a labelled gallery (the HID competitions on CASIA-E).
+
+    The probes are the test sequences of subject ``probe_subject``; their video ids are their
+    ``video_label`` labels (``"type"`` in OpenGait's HID tree ``probe/<videoID>/default``). The
+    gallery is every other test sequence (or those of ``gallery_types``). Each probe is assigned
+    the subject of its nearest gallery sequence (after any post-processing stage), which is what
+    the submission file ``<id_column>,<label_column>`` holds. The data carry no identities for the
+    probes: with a truth file (the same two columns) ``rank1`` is the share of probes assigned
+    their true subject, the competitions' score; without one there are no metrics."""
+
+    kind: str
+    metric: str = "euc"
+    probe_subject: str = "probe"
+    video_label: str = "type"
+    gallery_types: list[str] = field(default_factory=list)
+    id_column: str = "videoID"
+    label_column: str = "label"
+
+    def validate(self, where: str):
+        if self.kind != "identification":
+            raise ConfigError(f"{where}.kind: expected 'identification', got {self.kind!r}")
+        _check_metric(self.metric, where)
+        if self.video_label not in ("type", "view"):
+            raise ConfigError(f"{where}.video_label: expected 'type' or 'view', got {self.video_label!r}")
+        if not self.probe_subject:
+            raise ConfigError(f"{where}.probe_subject: must not be empty")
+
+
+EVALUATIONS = {"view_matrix": ViewMatrixEvaluation, "retrieval": RetrievalEvaluation,
+               "identification": IdentificationEvaluation}
 
 
 @dataclass
@@ -310,21 +344,32 @@ def resolve_protocol(name_or_path: str, plugins=None) -> Protocol:
 
 def resolve_split(protocol: Protocol, store=None, partition: str | Path | None = None,
                   recorded_probe_set=None, recorded_from: str = "") -> Protocol:
-    """The protocol with its split settled: ``--partition`` wins; a protocol that takes its split
-    from a partition file uses the dataset's own ``partition.json``, else the PROBE_SET recorded
-    with saved embeddings (``recorded_probe_set``, from ``recorded_from``), when none is given."""
+    """The protocol with its split settled, in this order:
+
+    1. ``--partition`` (``partition``) wins;
+    2. a protocol that takes its split from a partition file uses the dataset's own
+       ``partition.json``; a reduced synthetic dataset's own partition replaces the protocol's
+       fixed ids too (a 12-subject synthetic CASIA-B has no subjects 075-124);
+    3. without a dataset (evaluating saved embeddings), the PROBE_SET recorded with the embeddings
+       (``recorded_probe_set``, from ``recorded_from``) where the evaluation needs one; protocols
+       whose evaluation does not use the partition evaluate the embeddings as they are.
+    """
     if partition:
         return protocol.with_partition(partition)
-    if protocol.split.needs_partition:
-        from .data.store import PARTITION_FILE
+    from .data.store import PARTITION_FILE
 
-        own = Path(store.root) / PARTITION_FILE if store is not None else None
-        if own is not None and own.is_file():
-            return protocol.with_partition(own)
+    own = Path(store.root) / PARTITION_FILE if store is not None else None
+    has_own = own is not None and own.is_file()
+    if has_own and (protocol.split.needs_partition or getattr(store, "synthetic", False)):
+        return protocol.with_partition(own)
+    if protocol.split.needs_partition:
+        probe_from_partition = getattr(protocol.evaluation, "probe_from_partition", False)
         if recorded_probe_set is not None and len(recorded_probe_set):
             return replace(protocol, split=Split(partition="dataset", probe_set=[str(x) for x in recorded_probe_set],
                                                  source=f"{recorded_from} (recorded PROBE_SET)"))
+        if store is None and not probe_from_partition:
+            return protocol  # evaluation alone: the split only chose which sequences were embedded
         raise DataError(f"protocol {protocol.describe()} takes its split from a partition file: pass --partition "
                         f"PATH (OpenGait's {protocol.dataset} JSON with TRAIN_SET, TEST_SET"
-                        f"{', PROBE_SET' if getattr(protocol.evaluation, 'probe_from_partition', False) else ''})")
+                        f"{', PROBE_SET' if probe_from_partition else ''})")
     return protocol

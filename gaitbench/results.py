@@ -41,6 +41,12 @@ def report_table(report, tablefmt: str = "github") -> str:
     sets = [k for k in tables if isinstance(tables[k], dict) and "values" in tables[k]]
     if not sets:
         return ""
+    if "num_gallery_subjects" in tables[sets[0]]:  # identification (HID): scored only with a truth file
+        t = tables[sets[0]]
+        rank1 = report.metrics.get("rank1", "no truth file: predictions only")
+        return tabulate([[sets[0], rank1, t["num_probes"], t["num_gallery"], t["num_gallery_subjects"]]],
+                        headers=["probes", "rank1", "n", "gallery sequences", "gallery subjects"],
+                        tablefmt=tablefmt, floatfmt=".2f")
     names = list(tables[sets[0]]["values"])
     rows = [[name] + [tables[name]["values"].get(m) for m in names] + [tables[name]["num_probes"]] for name in sets]
     return tabulate(rows, headers=["probes"] + names + ["n"], tablefmt=tablefmt, floatfmt=".2f")
@@ -87,5 +93,7 @@ def describe_metrics(protocol) -> str:
     ev = protocol.evaluation
     if ev.kind == "view_matrix":
         return "rank-1 (%), " + ("identical view excluded" if ev.exclude_identical_view else "all view pairs")
+    if ev.kind == "identification":
+        return "rank-1 (%): each probe's nearest gallery subject against the truth file"
     names = [f"rank-{k}" for k in ev.ranks] + (["mAP"] if ev.map else []) + (["mINP"] if ev.minp else [])
     return ", ".join(names) + " (%)"

@@ -31,6 +31,8 @@ class RunSettings:
     deterministic: bool = False  # torch's deterministic algorithms
     train_only: bool = False  # stop after training (`gaitbench train`)
     checkpoint: str | None = None  # initial weights (e.g. imported from OpenGait)
+    init_from: str | None = None  # pre-trained weights of the same architecture (fine-tuning)
+    truth: str | None = None  # identification protocols (HID): the probes' identities, videoID,label
     stages: list[str] = field(default_factory=list)  # post-processing stages, after the recipe's
     strict: bool = False  # an unreadable sequence stops the run instead of being reported and skipped
     workers: int = 0  # loader processes for training batches (the batches do not depend on it)
@@ -175,7 +177,7 @@ def save_embeddings(path: str | Path, embeddings: np.ndarray, index, rows, probe
     return path
 
 
-def load_store(settings: RunSettings, protocol, dist, echo):
+def load_store(settings: RunSettings, protocol, dist, echo, input_size: tuple[int, int] | None = None):
     from .data.store import open_store
     from .data.synthetic import LAYOUTS, SynthSpec, ensure_synthetic
 
@@ -189,7 +191,8 @@ def load_store(settings: RunSettings, protocol, dist, echo):
         raise DataError(f"protocol {protocol.describe()} needs dataset {protocol.dataset!r}, which has no "
                         f"built-in synthetic layout yet; pass --data-root")
     spec = SynthSpec(layout=protocol.dataset, seed=0,
-                     subjects=settings.synth_subjects or LAYOUTS[protocol.dataset].subjects)
+                     subjects=settings.synth_subjects or LAYOUTS[protocol.dataset].subjects,
+                     height=input_size[0] if input_size else 64)
     echo(f"data: SYNTHETIC {protocol.dataset} (gaitbench walker v{spec.generator_info()['version']}, "
          f"{spec.subjects} subjects, seed {spec.seed}) - not real data; numbers are not comparable with papers")
     if not dist.is_main:  # rank 0 generates, the others wait and open the cache
@@ -202,15 +205,103 @@ def load_store(settings: RunSettings, protocol, dist, echo):
 
 def default_recipe(method, protocol, *, synthetic: bool) -> str:
     """``quick`` on the built-in synthetic data; on real data the method's paper recipe for the
-    protocol, else for the protocol's dataset (``casiab-crossview`` trains as ``casiab``)."""
+    protocol, else for the protocol's dataset (``casiab-crossview`` trains as ``casiab``), else the
+    one recipe that declares the protocol in its ``protocols`` (``hid2020`` for ``hid``)."""
     if synthetic:
         return "quick"
+    from .training.recipe import recipes_for_protocol
+
     names = method.recipe_names()
     for name in (protocol.name, protocol.dataset):
         if name in names:
             return name
+    declared = recipes_for_protocol(method, protocol)
+    if len(declared) == 1:
+        return declared[0]
+    if declared:
+        raise GaitbenchError(f"method {method.name!r} has several recipes for protocol {protocol.name!r} "
+                             f"({', '.join(declared)}): choose one with --recipe NAME")
     raise GaitbenchError(f"method {method.name!r} has no recipe for protocol {protocol.name!r} or dataset "
                          f"{protocol.dataset!r} (it has {', '.join(names)}): choose one with --recipe NAME|FILE")
+
+
+def declared_input_size(method, variant: str, recipe) -> tuple[int, int] | None:
+    """The silhouette size (height, width) the variant declares (``input_size`` in its keyword
+    arguments, or the recipe's ``[model]``), or None when it declares none."""
+    size = recipe.model.get("input_size", method.variant_kwargs(variant).get("input_size"))
+    return (int(size[0]), int(size[1])) if size else None
+
+
+def check_input_size(store, input_size, method, variant: str) -> None:
+    """Refuse, before training, a dataset whose silhouettes (after the reference's side cut) are
+    not the size the variant declares."""
+    if input_size is None or len(store) == 0:
+        return
+    from .data.store import cut_sides
+
+    if "height" in store.index and "width" in store.index:
+        sizes = set(zip(store.index["height"].astype(int), store.index["width"].astype(int)))
+    else:
+        try:
+            sizes = {tuple(store.frames(0).shape[1:])}
+        except DataError:
+            return  # an unreadable first sequence is reported where it is read
+    seen = {(h, cut_sides(np.zeros((1, h, w), np.uint8)).shape[-1]) for h, w in sizes}
+    if seen != {tuple(input_size)}:
+        got = ", ".join(f"{h}x{w}" for h, w in sorted(seen))
+        raise GaitbenchError(
+            f"{method.name} [{variant}] expects {input_size[0]}x{input_size[1]} silhouettes, but the dataset at "
+            f"{store.root} gives {got} (after the side cut): pretreat the data at that height "
+            f"(gaitbench data pretreat --img-size {input_size[0]}) or, for synthetic data, "
+            f"gaitbench data synth --height {input_size[0]}")
+
+
+def probe_truth(protocol, store, path: str | None) -> tuple[dict[str, str] | None, str]:
+    """The probes' identities of an identification protocol (HID): ``--truth`` if given, else the
+    dataset's own ``probe_truth.csv`` (the synthetic HID set ships one), else none."""
+    if protocol.evaluation.kind != "identification":
+        if path:
+            raise GaitbenchError(f"--truth scores identification protocols (hid); {protocol.describe()} has labelled "
+                                 "probes")
+        return None, ""
+    from .data.store import PROBE_TRUTH_FILE
+    from .evaluation.identification import read_truth
+
+    if path:
+        return read_truth(path), str(path)
+    own = Path(store.root) / PROBE_TRUTH_FILE
+    if own.is_file():
+        return read_truth(own), str(own)
+    return None, ""
+
+
+def initialise_from(model, path: str, method, model_kwargs: dict, say, apply: bool = True) -> dict[str, Any]:
+    """Load the pre-trained weights at ``path`` into ``model`` (see
+    :func:`gaitbench.training.checkpoint.load_pretrained`); returns what the run record keeps."""
+    from .training.checkpoint import file_sha256, load_pretrained, read_checkpoint
+
+    pre = read_checkpoint(path)
+    if pre["method"] != method.name:
+        raise GaitbenchError(f"--init-from {path} holds method {pre['method']!r}; this run trains {method.name!r}")
+    info: dict[str, Any] = {"mode": "init-from", "path": str(path), "sha256": file_sha256(path),
+                            "method": pre["method"], "variant": pre["variant"], "protocol": pre.get("protocol") or None,
+                            "iteration": int(pre["iteration"])}
+    if not apply:  # a resumed run: its checkpoint already holds the weights that started from these
+        return info
+    arg = method.class_count_arg
+    classes = None
+    if arg:
+        known = {**method.variant_kwargs(pre["variant"] if pre["variant"] in method.variants else None),
+                 **(pre.get("model_kwargs") or {})}
+        classes = (int(known.get(arg, model_kwargs.get(arg, 0))), int(model_kwargs.get(arg, 0)))
+    loaded = load_pretrained(model, pre["model"], str(path), classes=classes)
+    info.update(loaded)
+    where = f" under {pre['protocol']}" if pre.get("protocol") else ""
+    fresh = (f"; re-initialised {', '.join(loaded['reinitialised'])} (classes {classes[0]} -> {classes[1]})"
+             if loaded["reinitialised"] else "")
+    say(f"initialised from {path} ({pre['method']} [{pre['variant']}] trained{where}, iteration {pre['iteration']}): "
+        f"{loaded['loaded']} tensors loaded{fresh}")
+    return info
 
 
 def _out_dir(settings: RunSettings, method, protocol, dist) -> Path:
@@ -246,12 +337,15 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
     method = plugins.method(settings.method)
     protocol = resolve_protocol(settings.protocol, plugins)
     recipe_name = settings.recipe or default_recipe(method, protocol, synthetic=settings.data_root is None)
-    recipe = resolve_recipe(method, recipe_name, settings.overrides)
+    recipe = resolve_recipe(method, recipe_name, settings.overrides, protocol=protocol)
     iterations = recipe.train.iterations if settings.iterations is None else settings.iterations
     if iterations < 0:
         raise GaitbenchError("--iterations must be >= 0")
     variant = recipe.variant or method.default_variant
-    method.variant_kwargs(variant)  # fail early on an unknown variant
+    input_size = declared_input_size(method, variant, recipe)  # also fails early on an unknown variant
+    if settings.checkpoint and settings.init_from:
+        raise GaitbenchError("--checkpoint (these very weights, same method and variant) and --init-from (pre-trained "
+                             "weights to fine-tune) exclude each other: give one")
     stages = resolve_stages(list(recipe.eval.stages) + list(settings.stages), recipe.stages, plugins)
 
     import torch
@@ -267,9 +361,11 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
 
     # -- data
     t = time.perf_counter()
-    store = load_store(settings, protocol, dist, say)
+    store = load_store(settings, protocol, dist, say, input_size)
+    check_input_size(store, input_size, method, variant)
     protocol = resolve_split(protocol, store, settings.partition)
     train_rows, test_rows = select_rows(store, protocol)
+    truth, truth_source = probe_truth(protocol, store, settings.truth)
     timings["data_s"] = round(time.perf_counter() - t, 3)
 
     out_dir = _out_dir(settings, method, protocol, dist)
@@ -291,14 +387,29 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
             raise GaitbenchError(f"{settings.checkpoint} holds {initial['method']} [{initial['variant']}], but this run "
                                  f"builds {method.name} [{variant}] (choose the recipe or --set variant=...)")
         model_kwargs.update(initial.get("model_kwargs") or {})
-    if method.class_count_arg and method.class_count_arg not in model_kwargs:
-        train_subjects = store.index["subject"].to_numpy()[train_rows]
-        model_kwargs[method.class_count_arg] = len(set(train_subjects))
+    if method.class_count_arg:
+        n_train = len(set(store.index["subject"].to_numpy()[train_rows]))
+        classes = model_kwargs.setdefault(method.class_count_arg, n_train)
+        if int(classes) < n_train and iterations > 0:  # evaluating given weights needs no classifier
+            raise GaitbenchError(f"the classifier has {method.class_count_arg} = {classes} classes, fewer than the "
+                                 f"{n_train} training subjects of {protocol.describe()}: leave it unset (the run uses "
+                                 f"the number of training subjects) or set it to at least {n_train}")
     model = method.create(variant, **model_kwargs)
+    initial_weights = None
     if initial is not None:
-        from .training.checkpoint import load_state_strict
+        from .training.checkpoint import file_sha256, load_state_strict
 
         load_state_strict(model, initial["model"], settings.checkpoint)
+        initial_weights = {"mode": "checkpoint", "path": str(settings.checkpoint),
+                           "sha256": file_sha256(settings.checkpoint)}
+    if settings.init_from:
+        initial_weights = initialise_from(model, settings.init_from, method, model_kwargs, say,
+                                          apply=not settings.resume)
+    elif recipe.pretraining.recipe and initial is None and not settings.resume:
+        say(f"note: recipe {recipe.name} is meant to fine-tune a model trained with recipe "
+            f"{recipe.pretraining.recipe} under protocol {recipe.pretraining.protocol} (gaitbench run --method "
+            f"{method.name} --protocol {recipe.pretraining.protocol} --recipe {recipe.pretraining.recipe}, then "
+            "--init-from RUN/checkpoints/final.pt); training from scratch")
     model = model.to(device)
     from .nn import parameter_count
 
@@ -317,7 +428,7 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
             f"(sampler.min_frames), e.g. {sampler.problems()['examples'][0]}")
     trainer = Trainer(model, recipe, sampler, method=method, variant=variant, device=device, plugins=plugins,
                       out_dir=out_dir, progress=settings.progress, data_fingerprint=store.fingerprint,
-                      model_kwargs=model_kwargs, dist=dist, echo=say)
+                      model_kwargs=model_kwargs, dist=dist, echo=say, protocol=protocol.name)
     resumed_from = None
     if settings.resume:
         ckpt_path = find_resume_checkpoint(out_dir)
@@ -366,10 +477,15 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
             "(--strict makes this an error)")
     save_embeddings(out_dir / "embeddings.npz", emb, store.index, test_rows, method=method.name,
                     protocol=protocol.name, synthetic=store.synthetic, dataset_fingerprint=store.fingerprint,
-                    probe_set=protocol.split.probe_set)
+                    probe_set=protocol.split.probe_set, metric=recipe.eval.metric or protocol.evaluation.metric)
     labels = store.index.iloc[test_rows]
     report = evaluate(protocol, emb, labels["subject"], labels["type"], labels["view"], device=device,
-                      stages=stages, metric=recipe.eval.metric or None)
+                      stages=stages, metric=recipe.eval.metric or None, truth=truth, truth_source=truth_source)
+    submission = None
+    if report.predictions is not None:
+        from .evaluation.identification import write_predictions
+
+        submission = str(write_predictions(out_dir / "submission.csv", protocol.evaluation, report.predictions))
     timings["evaluate_s"] = report.timings["evaluate_s"]
     timings["evaluation"] = report.timings
     plugins.evaluate_end(settings, report)
@@ -412,10 +528,12 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
             "test_examples": [f"{store.describe_row(r)}: {why}" for r, why in list(unreadable.items())[:5]],
         },
         "training": {"final": history[-1] if history else None, "resumed_from": resumed_from,
-                     "initial_checkpoint": settings.checkpoint},
+                     "initial_checkpoint": settings.checkpoint, "initial_weights": initial_weights},
         "evaluated_checkpoint": str(ckpt),
         "checkpoint": str(ckpt),
     }
+    if protocol.evaluation.kind == "identification":
+        result["submission"] = {"path": submission, "truth": truth_source if truth is not None else None}
     write_json_atomic(out_dir / "result.json", result)
     header = (f"{method.name} [{variant}] on {protocol.describe()} - {describe_metrics(protocol)}"
               f"{' - SYNTHETIC DATA' if store.synthetic else ''}"
@@ -423,5 +541,8 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
     echo("")
     echo(header)
     echo(report_table(report))
+    if submission:
+        echo(f"submission written to {submission}" + ("" if truth is not None else
+             " (no truth file: the probes' identities are unknown, so there is no score; --truth FILE scores it)"))
     echo(f"\nrun written to {out_dir}/result.json ({timings['total_s']:.0f} s)")
     return result

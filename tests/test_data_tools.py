@@ -31,22 +31,25 @@ class CreatesFile:
         return (os.system, (f"touch {self.path}",))
 
 
-@pytest.mark.parametrize("layout", ["casiab", "oumvlp", "grew", "gait3d"])
+@pytest.mark.parametrize("layout", ["casiab", "oumvlp", "grew", "gait3d", "hid"])
 def test_synth_then_check_passes_for_every_layout(tmp_path, layout):
+    """A reduced synthetic set (12 subjects) runs its protocol as it is: where the protocol's fixed ids
+    do not exist in it (CASIA-B's 001-074 / 075-124), it carries a partition that data check (and
+    run, and evaluate) use without --partition."""
     out = tmp_path / layout
     proc = run_cli("data", "synth", "--layout", layout, "--out", str(out), "--subjects", "12", "--frames", "4",
                    "--workers", "2")
     assert proc.returncode == 0, proc.stderr
     assert "SYNTHETIC" in proc.stdout
-    part = []
-    if layout == "casiab":  # 12 subjects: the LT split (001-074 / 075-124) needs a partition
-        (tmp_path / "p.json").write_text(json.dumps({"TRAIN_SET": ["001", "002"], "TEST_SET": ["011", "012"]}))
-        part = ["--partition", str(tmp_path / "p.json")]
-    proc = run_cli("data", "check", str(out), "--protocol", layout, *part, "--json", str(tmp_path / "c.json"))
+    proc = run_cli("data", "check", str(out), "--protocol", layout, "--json", str(tmp_path / "c.json"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "OK: the protocol can run" in proc.stdout
     found = json.loads((tmp_path / "c.json").read_text())
     assert found["ok"] and {c["split"] for c in found["counts"]} == {"train", "test"}
+    if layout == "casiab":  # the LT proportions: 74 of 124 subjects train
+        part = json.loads((out / "partition.json").read_text())
+        assert part == {"TRAIN_SET": [f"{i:03d}" for i in range(1, 8)], "TEST_SET": [f"{i:03d}" for i in range(8, 13)]}
+        assert [c["subjects"] for c in found["counts"]] == [7, 5]
 
 
 @pytest.fixture(scope="module")

@@ -92,5 +92,10 @@ def test_default_recipe_follows_the_protocol_then_the_dataset():
     assert default_recipe(gaitset, resolve_protocol("casiab-crossview"), synthetic=False) == "casiab"
     assert default_recipe(gaitset, resolve_protocol("gait3d"), synthetic=False) == "gait3d"
     assert default_recipe(gaitset, resolve_protocol("gait3d"), synthetic=True) == "quick"
-    with pytest.raises(GaitbenchError, match="no recipe for protocol 'gait3d'.*--recipe"):
-        default_recipe(gaitpart, resolve_protocol("gait3d"), synthetic=False)
+    assert default_recipe(gaitpart, resolve_protocol("gait3d"), synthetic=False) == "gait3d"
+    # no recipe named after the protocol: the one that declares it (the HID reports' recipes)
+    hid = resolve_protocol("hid")
+    assert default_recipe(get_plugins().method("gaitgl"), hid, synthetic=False) == "hid2020"
+    assert default_recipe(get_plugins().method("gaitmask"), hid, synthetic=False) == "hid2021"
+    with pytest.raises(GaitbenchError, match="no recipe for protocol 'hid'.*--recipe"):
+        default_recipe(gaitpart, hid, synthetic=False)

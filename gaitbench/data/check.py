@@ -113,6 +113,9 @@ def _check_evaluation(protocol, test, report: CheckReport) -> None:
     ev = protocol.evaluation
     types = set(test["type"].astype(str))
     views = set(test["view"].astype(str))
+    if ev.kind == "identification":
+        _check_identification(ev, test, report)
+        return
     if ev.kind == "view_matrix":
         missing_views = [v for v in ev.views if v not in views]
         if missing_views:
@@ -159,6 +162,23 @@ def _check_evaluation(protocol, test, report: CheckReport) -> None:
     if sub is not None and not (test["subject"] == sub.probe_subject).any():
         report.warnings.append(f"no unlabelled probes (subject {sub.probe_subject!r}): local evaluation only, "
                                "no submission file can be written")
+
+
+def _check_identification(ev, test, report: CheckReport) -> None:
+    probes = test[test["subject"].astype(str) == ev.probe_subject]
+    gallery = test[test["subject"].astype(str) != ev.probe_subject]
+    if ev.gallery_types:
+        gallery = gallery[gallery["type"].astype(str).isin(ev.gallery_types)]
+    if probes.empty:
+        report.problems.append(f"no unlabelled probes (subject {ev.probe_subject!r}) in the test set: the partition's "
+                               f"TEST_SET must list {ev.probe_subject!r}")
+    if gallery.empty:
+        report.problems.append(f"the gallery is empty (types {ev.gallery_types or 'every labelled test sequence'})")
+    videos = probes[ev.video_label].astype(str)
+    dup = sorted(set(videos[videos.duplicated()]))
+    if dup:
+        report.problems.append(f"{len(dup)} probe video ids ({ev.video_label}) occur more than once: {_examples(dup)}; "
+                               "the submission needs one row per video")
 
 
 def format_report(report: CheckReport) -> str:

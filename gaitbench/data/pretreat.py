@@ -6,7 +6,10 @@ resize to height 64 keeping the aspect ratio (OpenCV cubic), centre on the horiz
 mass and cut a 64x64 uint8 frame. ``pretreat_frame`` does exactly that, byte for byte the same as
 OpenGait's ``datasets/pretreatment.py`` given the same PNGs, except that a frame whose centre lands
 at column 0 is kept (the reference drops it by testing ``not x_center``). GREW is distributed
-already cut to 64x64 and, as in the reference, its frames are used as they are.
+already cut to 64x64 and, as in the reference, its frames are used as they are. HID (CASIA-E) frames
+get the standard pretreatment: both HID reports that gaitbench reproduces normalise them "as
+GaitSet" to 64x44 (OpenGait's own HID pretreatment pickles the distributed frames unchanged; a pkl
+tree made by it can be read directly).
 
 ``pretreat_tree`` turns a raw tree into OpenGait's pkl tree ``DEST/<id>/<type>/<view>/<view>.pkl``;
 ``PngTreeStore`` reads an already pretreated ``<id>/<type>/<view>/*.png`` tree.
@@ -33,7 +36,7 @@ import pandas as pd
 from ..errors import DataError, did_you_mean
 from .store import Store
 
-DATASETS = ("casiab", "oumvlp", "gait3d", "grew")
+DATASETS = ("casiab", "oumvlp", "gait3d", "grew", "hid")
 # A frame whose pixel sum is at most this (about 39 pixels at 255) has no usable silhouette.
 MIN_FOREGROUND = 10000
 # Fewer kept frames than this gets a warning in the log, as in the reference.
@@ -260,6 +263,31 @@ def list_grew(root: str | Path) -> list[RawSequence]:
     return sorted((s for s in out if s), key=lambda s: s[:3])
 
 
+HID_VIEW = "default"  # OpenGait's HID tree has no view level: every sequence's view folder is "default"
+
+
+def list_hid(root: str | Path) -> list[RawSequence]:
+    """The HID competitions' data as distributed (``train/``, ``gallery/``, ``probe/``; any of them
+    may be absent), labelled as OpenGait's HID pretreatment (``datasets/HID/pretreatment_HID.py``)
+    stores them:
+
+    - ``train/<id>/<seq>/*.png`` and ``gallery/<id>/<seq>/*.png`` -> subject ``<id>``, type
+      ``<seq>``, view ``default``;
+    - ``probe/<videoID>/*.png`` -> subject ``probe``, type ``<videoID>``, view ``default``.
+    """
+    root = _require_dir(root)
+    out = []
+    for part in ("train", "gallery"):
+        if (root / part).is_dir():
+            for subject in _subdirs(root / part):
+                for seq in _subdirs(subject):
+                    out.append(_sequence(subject.name, seq.name, HID_VIEW, seq))
+    if (root / "probe").is_dir():
+        for video in _subdirs(root / "probe"):
+            out.append(_sequence("probe", video.name, HID_VIEW, video))
+    return sorted((s for s in out if s), key=lambda s: s[:3])
+
+
 def list_sequences(src: str | Path, dataset: str) -> tuple[list[RawSequence], str]:
     """``(sequences, layout)`` of the raw tree ``src`` of ``dataset``. OU-MVLP and GREW are read in
     their distributed layout when ``src`` has it (``Silhouette_*`` folders; ``train``/``test``), else
@@ -270,6 +298,8 @@ def list_sequences(src: str | Path, dataset: str) -> tuple[list[RawSequence], st
         return list_oumvlp(src), "oumvlp-raw"
     if dataset == "grew" and ((src / "train").is_dir() or (src / "test").is_dir()):
         return list_grew(src), "grew-raw"
+    if dataset == "hid" and any((src / d).is_dir() for d in ("train", "gallery", "probe")):
+        return list_hid(src), "hid-raw"
     if dataset == "gait3d":
         return list_gait3d(src), "id/type/view"
     return list_id_type_view(src), "id/type/view"
@@ -281,6 +311,8 @@ _EXPECTED_LAYOUT = {
     "gait3d": "<id>/camid<k>_videoid<j>/seq<i>/*.png",
     "grew": "train/<id>/<seq>/*.png and test/{gallery/<id>/<seq>,probe/<video>}/*.png "
             "(or the rearranged <id>/<type>/<view>/*.png)",
+    "hid": "train/<id>/<seq>/*.png, gallery/<id>/<seq>/*.png and probe/<videoID>/*.png "
+           "(or the rearranged <id>/<type>/<view>/*.png)",
 }
 
 
@@ -356,7 +388,10 @@ class PretreatSummary:
 
 
 def _output_path(dest: Path, seq: RawSequence) -> Path:
-    return dest / seq.subject / seq.type / seq.view / f"{seq.view}.pkl"
+    # OpenGait names a sequence's pkl after its view folder, except in its HID tree, where the view
+    # is always "default" and the pkl is named after the sequence (the type)
+    name = seq.type if seq.view == HID_VIEW else seq.view
+    return dest / seq.subject / seq.type / seq.view / f"{name}.pkl"
 
 
 def _write_atomically(path: Path, write) -> None:
@@ -424,8 +459,8 @@ _CARRIED = ("frames_in", "frames_kept", "dropped", "unreadable", "warning")
 def pretreat_tree(src: str | Path, dest: str | Path, dataset: str, *, img_size: int = 64,
                   workers: int | None = None, progress: bool = True, strict: bool = False,
                   out_format: str = "pkl") -> PretreatSummary:
-    """Pretreat the raw PNG tree ``src`` of ``dataset`` (casiab, oumvlp, gait3d, grew) into
-    OpenGait's pkl tree ``dest/<id>/<type>/<view>/<view>.pkl`` (a pickled uint8 ``[T, S, S]``
+    """Pretreat the raw PNG tree ``src`` of ``dataset`` (casiab, oumvlp, gait3d, grew, hid) into
+    OpenGait's pkl tree ``dest/<id>/<type>/<view>/<view>.pkl`` (HID: ``<type>.pkl``) (a pickled uint8 ``[T, S, S]``
     array, S = ``img_size``).
 
     Deterministic, and parallel over sequences (``workers`` processes; default one per core).

@@ -18,6 +18,18 @@ instead (see ``walker.py`` for the body model), labelled the way OpenGait's pkl 
   five thirds of ``frames``, a fifth of them partly occluded. Its split is a partition file,
   ``partition.json`` (TRAIN_SET, TEST_SET and PROBE_SET with one ``<id>-<type>-<view>`` probe per
   test subject), also recorded in ``meta.json`` under ``partition``.
+- ``hid``: the HID competitions' layout on CASIA-E (OpenGait's HID tree): ids ``0000``..; every
+  sequence has view ``default`` (the HID tree has no view level) and is walked at its own angle
+  (0-180 degrees in steps of 15, from a low or a high camera), in its own condition. Training
+  subjects have ``HID_TRAIN_SEQUENCES`` walks (types ``00``..); test subjects have a gallery of
+  ``HID_GALLERY_SEQUENCES`` plain walks (types ``00``, ``01``) and ``HID_PROBE_WALKS`` probe walks,
+  mostly with a bag or a coat, each filmed from one angle by a low and a high camera (as CASIA-E
+  films its walks), every video stored unlabelled as subject ``probe`` with a random video id as the
+  type; their identities are only in ``probe_truth.csv`` (``videoID,label``, the submission's
+  columns). ``partition.json`` holds TRAIN_SET and TEST_SET (with ``probe``), as OpenGait's HID.json.
+- A ``casiab`` of another size than the real set's 124 subjects carries ``partition.json``
+  with the LT proportions (74 of 124 subjects train, the rest test), since the protocols' fixed ids
+  (train 001-074, test 075-124) do not exist in it; ``run``, ``data check`` and ``evaluate`` use it.
 
 Datasets are generated on demand from a seed into a cache directory and reused when present; the
 same parameters always give the same bytes. Every store written here is marked ``synthetic`` in its
@@ -169,6 +181,21 @@ def _split(spec: SynthSpec, test_fraction: float) -> tuple[int, int]:
     return spec.subjects - n_test, n_test
 
 
+CASIAB_LT_TRAIN = 74  # of 124 subjects: the LT split, kept in proportion by a reduced synthetic set
+
+
+def _reduced_partition(labels: list[str], train_fraction: float) -> dict:
+    """TRAIN_SET / TEST_SET of a reduced synthetic set: the first ids train, the rest test (at
+    least one of each)."""
+    n_train = min(len(labels) - 1, max(1, round(len(labels) * train_fraction)))
+    return {"TRAIN_SET": labels[:n_train], "TEST_SET": labels[n_train:]}
+
+
+def _casiab_needs_partition(spec: SynthSpec) -> bool:
+    """A synthetic CASIA-B whose subjects are not the real set's 124 cannot use the protocols' ids."""
+    return spec.layout == "casiab" and spec.subjects != LAYOUTS["casiab"].subjects and spec.subjects >= 2
+
+
 def _plan_casiab(spec: SynthSpec) -> Plan:
     layout = LAYOUTS["casiab"]
     rows = []
@@ -180,7 +207,11 @@ def _plan_casiab(spec: SynthSpec) -> Plan:
                 lo, hi = max(1, round(spec.frames * 0.75)), max(1, round(spec.frames * 1.25))
                 length = int(rng.integers(lo, hi + 1))
                 rows.append(_row(str(s).zfill(layout.id_width), type_, view, length, s, cond, number, float(view)))
-    return Plan(_table(rows))
+    partition = None
+    if _casiab_needs_partition(spec):
+        labels = [str(s).zfill(layout.id_width) for s in range(1, spec.subjects + 1)]
+        partition = _reduced_partition(labels, CASIAB_LT_TRAIN / layout.subjects)
+    return Plan(_table(rows), partition=partition)
 
 
 OUMVLP_MISSING = 0.04  # fraction of (subject, view) pairs that lack one of their two walks
@@ -301,6 +332,61 @@ def _plan_gait3d(spec: SynthSpec) -> Plan:
     return Plan(_table(rows), partition=partition)
 
 
+HID_TRAIN_SEQUENCES = 8  # walks per training subject
+HID_GALLERY_SEQUENCES = 2  # plain walks per test subject in the gallery
+HID_PROBE_WALKS = 2  # probe walks per test subject, each filmed by the low and the high camera
+HID_PROBE_CONDITIONS = (("nm", 0.3), ("bg", 0.35), ("cl", 0.35))
+HID_ELEVATIONS = (CAMERA_ELEVATION_DEG, 25.0)  # CASIA-E films walks from a low and a high camera
+
+
+def _plan_hid(spec: SynthSpec) -> Plan:
+    n_train, n_test = _split(spec, 0.5)
+    labels = [f"{i:04d}" for i in range(spec.subjects)]
+    ids = random_stream("hid-ids", spec.seed)
+    seen: set[str] = set()
+
+    def video_id() -> str:  # unique random ids: the probes differ only by them
+        while True:
+            vid = f"{int(ids.integers(0, 2 ** 32)):08x}"
+            if vid not in seen:
+                seen.add(vid)
+                return vid
+
+    rows, truth = [], []
+
+    def camera(rng: np.random.Generator) -> tuple[float, float]:
+        return 15.0 * int(rng.integers(0, 13)), HID_ELEVATIONS[int(rng.integers(0, len(HID_ELEVATIONS)))]
+
+    def walk(label: str, type_: str, walker: int, number: int, condition: str, rng: np.random.Generator,
+             view: tuple[float, float] | None = None) -> None:
+        azimuth, elevation = view or camera(rng)
+        rows.append(_row(label, type_, "default", _length(rng, spec.frames, 0.5, 1.5), walker, condition, number,
+                         azimuth, elevation))
+
+    for i in range(n_train):
+        for number in range(HID_TRAIN_SEQUENCES):
+            rng = random_stream("hid-train", spec.seed, i, number)
+            walk(labels[i], f"{number:02d}", i + 1, number, _condition(rng), rng)
+    for j in range(n_train, spec.subjects):
+        for number in range(HID_GALLERY_SEQUENCES):
+            walk(labels[j], f"{number:02d}", j + 1, number, "nm", random_stream("hid-gallery", spec.seed, j, number))
+    conditions = [c for c, _ in HID_PROBE_CONDITIONS]
+    weights = [w for _, w in HID_PROBE_CONDITIONS]
+    for j in range(n_train, spec.subjects):
+        for w in range(HID_PROBE_WALKS):
+            number = HID_GALLERY_SEQUENCES + w
+            rng = random_stream("hid-probe", spec.seed, j, number)
+            condition = str(rng.choice(conditions, p=weights))
+            azimuth = 15.0 * int(rng.integers(0, 13))
+            for elevation in HID_ELEVATIONS:  # the same walk seen by the low and the high camera
+                vid = video_id()
+                walk("probe", vid, j + 1, number, condition, rng, (azimuth, elevation))
+                truth.append((vid, labels[j]))
+    partition = {"TRAIN_SET": labels[:n_train], "TEST_SET": labels[n_train:] + ["probe"]}
+    return Plan(_table(rows), partition=partition,
+                probe_truth=pd.DataFrame(truth, columns=["videoID", "label"]))
+
+
 LAYOUTS = {
     "casiab": Layout(
         name="casiab",
@@ -320,6 +406,7 @@ LAYOUTS = {
     ),
     "grew": Layout(name="grew", views=(), types=("00", "01", "02", "03"), subjects=100, id_width=5, plan=_plan_grew),
     "gait3d": Layout(name="gait3d", views=(), types=(), subjects=80, id_width=4, plan=_plan_gait3d, frames=24),
+    "hid": Layout(name="hid", views=("default",), types=(), subjects=200, id_width=4, plan=_plan_hid),
 }
 
 
@@ -418,7 +505,9 @@ def ensure_synthetic(spec: SynthSpec | None = None, root: str | Path | None = No
     if (path / "meta.json").is_file():
         try:
             store = PackedStore(path)
-            if store.meta.get("fingerprint") == spec.fingerprint():
+            # a cache written before reduced CASIA-B sets carried their partition is made again
+            stale = _casiab_needs_partition(spec) and not (path / PARTITION_FILE).is_file()
+            if store.meta.get("fingerprint") == spec.fingerprint() and not stale:
                 return store
         except DataError:
             pass  # a damaged cache entry is regenerated

@@ -25,6 +25,9 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict)
     stages: list[dict[str, Any]] = field(default_factory=list)
     num_sequences: int = 0
+    # identification protocols (HID): each probe's video id and predicted subject, for the
+    # submission file (not part of the run record: one row per probe)
+    predictions: Any = None
 
 
 def _check_inputs(embeddings, subjects, types, views):
@@ -59,12 +62,15 @@ def _check_inputs(embeddings, subjects, types, views):
 
 
 def evaluate(protocol, embeddings, subjects, types, views, *, device: str = "cpu", metric: str | None = None,
-             stages: Sequence = (), max_bytes: int | None = None) -> Report:
+             stages: Sequence = (), max_bytes: int | None = None, truth: dict[str, str] | None = None,
+             truth_source: str = "the truth file") -> Report:
     """Evaluate test-set ``embeddings`` ``[N, C, P]`` (or ``[N, D]``; or a list of such arrays of the
     same sequences, whose distances are averaged) with their labels.
 
     ``stages``: ``[(Stage, params)]`` post-processing applied to each probe-set x gallery problem.
-    ``max_bytes``: memory budget of the distance blocks (default 512 MB)."""
+    ``max_bytes``: memory budget of the distance blocks (default 512 MB).
+    ``truth``: for identification protocols (HID), the probes' subjects by video id (from a truth
+    file, ``truth_source`` in messages); without it such a protocol predicts but has no metrics."""
     from .source import DistanceSource
 
     sources, (subj, typ, vw) = _check_inputs(embeddings, subjects, types, views)
@@ -72,11 +78,14 @@ def evaluate(protocol, embeddings, subjects, types, views, *, device: str = "cpu
     metric = metric or ev.metric
     source = DistanceSource(sources, metric, device=device, stages=stages, max_bytes=max_bytes)
     started = time.perf_counter()
+    predictions = None
     try:
         if ev.kind == "view_matrix":
             metrics, tables = _view_matrix(ev, sources[0], subj, typ, vw, metric, device, source)
         elif ev.kind == "retrieval":
             metrics, tables = _retrieval(protocol, subj, typ, vw, source)
+        elif ev.kind == "identification":
+            metrics, tables, predictions = _identification(ev, subj, typ, vw, source, truth, truth_source)
         else:  # pragma: no cover - protocols are validated on load
             raise DataError(f"protocol {protocol.describe()}: unsupported evaluation kind {ev.kind!r}")
     except ValueError as exc:
@@ -88,7 +97,22 @@ def evaluate(protocol, embeddings, subjects, types, views, *, device: str = "cpu
     if metric != ev.metric:
         tables.setdefault("settings", {})["metric"] = metric
     return Report(protocol.name, protocol.version, metrics, tables, timings, stages=source.records,
-                  num_sequences=len(subj))
+                  num_sequences=len(subj), predictions=predictions)
+
+
+def _identification(ev, subj, typ, vw, source, truth, truth_source):
+    from .identification import identify, score
+
+    found = identify(ev, source, subj, typ, vw)
+    table: dict[str, Any] = {"num_probes": int(len(found.videos)), "num_gallery": found.num_gallery,
+                             "num_gallery_subjects": found.num_gallery_subjects,
+                             "truth": truth_source if truth is not None else None}
+    tables: dict[str, Any] = {"settings": {"metric": source.metric, "prediction": "subject of the nearest gallery "
+                                           "sequence; ties: the gallery sequence earliest in input order"},
+                              "probe": table}
+    metrics = score(found, truth, truth_source) if truth is not None else {}
+    table["values"] = dict(metrics)
+    return metrics, tables, found
 
 
 def _view_matrix(ev, emb, subj, typ, vw, metric, device, source):

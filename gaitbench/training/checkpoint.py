@@ -61,3 +61,57 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
         problems.append(f"unexpected keys {result.unexpected_keys}")
     if problems:
         raise DataError(f"{source}: state dict does not match the model: " + "; ".join(problems))
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file, read in chunks (checkpoints of large models are hundreds of MB)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_pretrained(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, *,
+                    classes: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Initialise ``model`` from the weights of a model of the same architecture trained elsewhere
+    (pre-training on another dataset, then fine-tuning).
+
+    Every tensor of ``state`` is loaded into the parameter or buffer of the same name and shape. The
+    one mismatch allowed is the classifier's: with ``classes = (classes of state, classes of
+    model)`` differing, a tensor whose shape differs from the model's in exactly one dimension, of
+    size ``classes[0]`` there against ``classes[1]``, keeps the model's fresh initialisation.
+    Anything else (missing or unexpected keys, other shape differences) is refused with the keys
+    named, and nothing is loaded.
+
+    Returns ``{"loaded": number of tensors, "reinitialised": [keys kept fresh]}``.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reinit, wrong = [], []
+    for key in own:
+        if key not in state or tuple(state[key].shape) == tuple(own[key].shape):
+            continue
+        a, b = tuple(state[key].shape), tuple(own[key].shape)
+        diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y] if len(a) == len(b) else None
+        if classes is not None and classes[0] != classes[1] and diff is not None and len(diff) == 1 \
+                and (a[diff[0]], b[diff[0]]) == tuple(classes):
+            reinit.append(key)
+        else:
+            wrong.append(f"{key} {list(a)} vs {list(b)}")
+    problems = []
+    if missing:
+        problems.append(f"keys the model has and the checkpoint lacks: {missing}")
+    if unexpected:
+        problems.append(f"keys the model does not have: {unexpected}")
+    if wrong:
+        problems.append(f"shapes that differ (checkpoint vs model): {wrong}")
+    if problems:
+        raise DataError(f"{source}: cannot initialise this model from it (not the same architecture): "
+                        + "; ".join(problems))
+    keep = {k: v for k, v in state.items() if k not in reinit}
+    model.load_state_dict({**own, **keep}, strict=True)
+    return {"loaded": len(keep), "reinitialised": reinit}

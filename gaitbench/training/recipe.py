@@ -117,10 +117,27 @@ class EvalConfig:
 
 
 @dataclass
+class PretrainingConfig:
+    """The run a recipe is meant to start from (``--init-from``), e.g. the HID reports' CASIA-E
+    training starts from an OU-MVLP model: ``recipe`` of the same method under ``protocol``."""
+
+    recipe: str = ""
+    protocol: str = ""
+
+    def validate(self, where: str):
+        if bool(self.recipe) != bool(self.protocol):
+            raise ConfigError(f"{where}: give both recipe and protocol of the pre-training run, or neither")
+
+
+@dataclass
 class Recipe:
     name: str
     description: str = ""
     variant: str = ""  # the method variant to build; empty = the method's default
+    # protocols this is the paper recipe for (chosen by default on real data when no recipe is
+    # named after the protocol), e.g. hid2020 for "hid"
+    protocols: list[str] = field(default_factory=list)
+    pretraining: PretrainingConfig = field(default_factory=PretrainingConfig)
     model: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for build_model
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -142,11 +159,30 @@ def load_recipe(source: str | Path, overrides: list[str] = ()) -> Recipe:
     return from_mapping(Recipe, data, f"recipe {source}")
 
 
-def resolve_recipe(method, name_or_path: str, overrides: list[str] = ()) -> Recipe:
-    """A recipe of ``method`` by name (``quick``, ``casiab``...) or a recipe file by path."""
+def resolve_recipe(method, name_or_path: str, overrides: list[str] = (), protocol=None) -> Recipe:
+    """A recipe of ``method`` by name (``quick``, ``casiab``...) or a recipe file by path.
+
+    With ``protocol``, a name is first looked up as ``<name>-<protocol name>``, then
+    ``<name>-<protocol dataset>``, then as itself: ``--recipe tpami --protocol oumvlp`` takes
+    ``tpami-oumvlp``, ``--recipe tpami --protocol casiab`` takes ``tpami``."""
     if name_or_path.endswith(".toml") or "/" in name_or_path:
         path = Path(name_or_path)
         if not path.is_file():
             raise ConfigError(f"recipe file not found: {path}")
         return load_recipe(path, overrides)
+    if protocol is not None:
+        names = set(method.recipe_names())
+        for candidate in (f"{name_or_path}-{protocol.name}", f"{name_or_path}-{protocol.dataset}"):
+            if candidate in names:
+                return load_recipe(method.recipe_path(candidate), overrides)
     return load_recipe(method.recipe_path(name_or_path), overrides)
+
+
+def recipes_for_protocol(method, protocol) -> list[str]:
+    """Names of ``method``'s recipes that declare ``protocol`` (by name) in their ``protocols``."""
+    found = []
+    for name in method.recipe_names():
+        data = read_toml(method.recipe_path(name))
+        if protocol.name in (data.get("protocols") or []):
+            found.append(name)
+    return found

@@ -122,8 +122,9 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, recipe: Recipe, sampler, *, method=None, variant: str = "",
                  device: str = "cpu", plugins=None, out_dir: str | Path | None = None, progress: bool = True,
                  data_fingerprint: str = "", model_kwargs: dict | None = None, dist: Dist = SINGLE,
-                 echo: Callable[[str], None] = print):
+                 echo: Callable[[str], None] = print, protocol: str = ""):
         self.recipe, self.sampler, self.method, self.variant = recipe, sampler, method, variant
+        self.protocol = protocol  # recorded in checkpoints: what a fine-tuning run starts from
         self.device = torch.device(device)
         self.plugins, self.progress, self.dist, self.echo = plugins, progress, dist, echo
         self.out_dir = Path(out_dir) if out_dir else None
@@ -172,6 +173,7 @@ class Trainer:
             "world_size": self.dist.world_size,
             "model_kwargs": self.model_kwargs,
             "recipe_resolved": to_dict(self.recipe),
+            "protocol": self.protocol,
         }
 
     def save(self, name: str | None = None) -> Path | None:

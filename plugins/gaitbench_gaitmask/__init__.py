@@ -13,7 +13,9 @@ Variants:
 - ``quick``: reduced for 2 CPU cores on synthetic data (32x22 input, channels 8 / 16 / 32 / 32, one
   layer per stage, 16 GeM bins); NOT the report's network.
 
-Recipes: ``hid2021`` (the report's CASIA-B/CASIA-E training settings) and ``quick``.
+Recipes: ``hid2021`` (the report's CASIA-B/CASIA-E training settings, the paper recipe of the
+``hid`` protocol; it fine-tunes from ``hid2021-oumvlp``, the report's OU-MVLP pre-training, with
+``--init-from``) and ``quick``.
 
 The HID 2021 entry itself is a *pipeline*, not one model: GaitGL and GaitMask embeddings
 concatenated, then query expansion and k-reciprocal re-ranking. ``pipelines/hid2021.toml``
