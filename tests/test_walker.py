@@ -52,6 +52,52 @@ def test_constants():
     assert isinstance(WALKER_VERSION, str) and WALKER_VERSION
 
 
+# The sha256 of the golden renders below, recorded per WALKER_VERSION. Whoever changes the
+# walker's bytes on purpose bumps WALKER_VERSION (cached datasets and fingerprints depend on it)
+# and records the new hash here; a refactoring must leave the hash of the current version alone.
+GOLDEN_SHA256 = {"1": "e484ea9e96f04014f598cfdada9d90e80b7f07bc3a2e67166a67188823565b57"}
+
+# One short walk per code path: each accessory (shoulder bag plain and across the body, backpack,
+# handbag in either hand), the coat, azimuths all round, another elevation and dataset seed,
+# 128-high frames, both occlusions, and sub- and super-frame steps.
+GOLDEN_RENDERS = [
+    dict(subject=1, condition="nm", view_deg=90.0, sequence=1),
+    dict(subject=5, condition="bg", view_deg=18.0, sequence=1),  # shoulder bag
+    dict(subject=5, condition="bg", view_deg=234.0, sequence=2),  # shoulder bag, strap across
+    dict(subject=1, condition="bg", view_deg=0.0, sequence=1),  # backpack
+    dict(subject=1, condition="bg", view_deg=126.0, sequence=2),  # handbag, right hand
+    dict(subject=2, condition="bg", view_deg=72.0, sequence=1),  # handbag, left hand
+    dict(subject=3, condition="cl", view_deg=144.0, sequence=2, frame_step=2.5),
+    dict(subject=7, condition="cl", view_deg=180.0, sequence=1, seed=3, elevation_deg=30.0),
+    dict(subject=2, condition="nm", view_deg=270.0, sequence=3, height=128, frame_step=0.5),
+    dict(subject=4, condition="nm", view_deg=54.0, sequence=1, occlusion=walker.Occlusion("lower", level=0.4)),
+    dict(subject=6, condition="bg", view_deg=108.0, sequence=1,
+         occlusion=walker.Occlusion("box", top=0.3, bottom=0.6, left=-0.15, right=0.15)),
+]
+
+
+def golden_sha256() -> str:
+    digest = hashlib.sha256()
+    for kwargs in GOLDEN_RENDERS:
+        kwargs = {"seed": 0, "frames": 4, **kwargs}
+        x = render_sequence(kwargs.pop("subject"), kwargs.pop("condition"), kwargs.pop("view_deg"), **kwargs)
+        digest.update(repr(x.shape).encode("ascii"))
+        digest.update(x.tobytes())
+    return digest.hexdigest()
+
+
+def test_bytes_are_pinned_to_the_walker_version():
+    """The renders' bytes are part of every synthetic dataset's identity: they change only together
+    with WALKER_VERSION. (The walker promises byte-identity on one machine and numpy build; a
+    failure without a walker change means this numpy computes sin/cos/exp differently.)"""
+    assert WALKER_VERSION in GOLDEN_SHA256, (
+        f"WALKER_VERSION {WALKER_VERSION!r} has no recorded hash: add {WALKER_VERSION!r}: {golden_sha256()!r} "
+        "to GOLDEN_SHA256")
+    assert golden_sha256() == GOLDEN_SHA256[WALKER_VERSION], (
+        f"the walker's bytes changed but WALKER_VERSION is still {WALKER_VERSION!r}: if the change is meant, "
+        f"bump WALKER_VERSION and record {golden_sha256()!r} for it in GOLDEN_SHA256; if not, undo it")
+
+
 @pytest.mark.parametrize("condition", ["nm", "bg", "cl"])
 @pytest.mark.parametrize("view", [0.0, 18.0, 90.0, 162.0, 180.0])
 def test_shape_dtype_and_range(condition, view):
