@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import zlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -212,211 +213,375 @@ def _vec(x, y, z, n: int) -> np.ndarray:
     return out
 
 
+# ----------------------------------------------------------------------------------------------
+# the body: proportions and timing, then one function per body part adding its round cones
+# ----------------------------------------------------------------------------------------------
+
+_DEG = np.pi / 180.0
+
+
+@dataclass(frozen=True)
+class _Gait:
+    """The timing of one walk at the sampled times ``t`` [F] (seconds)."""
+
+    t: np.ndarray
+    phase_r: np.ndarray  # gait cycles of the right leg; 0 = right heel strike
+    phase_l: np.ndarray  # the left leg, half a cycle later
+    cyc_r: np.ndarray  # phase_r in radians
+    stride: float  # stride-length factor of this walk's speed
+    q: dict  # the walk's parameters (its joint-angle noise)
+
+    @property
+    def frames(self) -> int:
+        return self.t.shape[0]
+
+    def noise(self, channel: str) -> np.ndarray:
+        """Smooth joint-angle noise of one channel of ``_NOISE_CHANNELS`` (radians) [F]."""
+        i = _NOISE_CHANNELS.index(channel)
+        f, ph, a = self.q["noise_freq"][i], self.q["noise_phase"][i], self.q["noise_amp"][i]
+        return (a[None] * np.sin(_TWO_PI * f[None] * self.t[:, None] + ph[None])).sum(1) * _DEG
+
+
+def _gait(p: dict, q: dict, t: np.ndarray) -> _Gait:
+    speed = q["speed"]
+    cadence = p["cadence"] * np.sqrt(speed)  # faster walks: both quicker and longer steps
+    phase_r = q["phase0"] + t * cadence / 120.0
+    return _Gait(t=t, phase_r=phase_r, phase_l=phase_r + 0.5, cyc_r=_TWO_PI * phase_r, stride=np.sqrt(speed), q=q)
+
+
+class _Lengths(NamedTuple):
+    """Segment lengths of one subject (metres)."""
+
+    stature: float
+    ankle_h: float  # ankle-joint height above the sole
+    leg: float  # hip joint to ankle joint
+    thigh: float
+    shank: float
+    head_r: float  # cranium radius
+    neck: float
+    trunk: float  # pelvis centre to neck base
+    upper_arm: float
+    forearm: float
+    hand: float
+    foot: float
+    half_hip: float  # half the hip-joint separation
+    half_sh: float  # half the shoulder-joint separation
+
+
+def _lengths(p: dict) -> _Lengths:
+    S = p["stature"]
+    ankle_h = 0.04 * S
+    leg = p["leg_frac"] * S - ankle_h
+    head_r = p["head_frac"] * S
+    neck = p["neck_frac"] * S
+    arm = p["arm_frac"] * S
+    return _Lengths(
+        stature=S, ankle_h=ankle_h, leg=leg, thigh=leg * p["thigh_frac"], shank=leg * (1.0 - p["thigh_frac"]),
+        head_r=head_r, neck=neck, trunk=S - p["leg_frac"] * S - 2.1 * head_r - neck,
+        upper_arm=arm * p["upper_arm_frac"], forearm=arm * (1.0 - p["upper_arm_frac"]), hand=0.085 * S,
+        foot=p["foot_frac"] * S, half_hip=0.5 * p["hip_frac"] * S, half_sh=0.5 * p["shoulder_frac"] * S)
+
+
+class _Radii(NamedTuple):
+    """Radii of the body's round cones (metres), grown by a coat where it covers the body. Pairs are
+    (proximal end, distal end)."""
+
+    coat: float  # the girth a coat adds (0 without one)
+    trunk: float
+    chest_off: float  # lateral offset of the two trunk cones
+    pelvis: float
+    belly: float
+    upper_arm: tuple[float, float]
+    forearm: tuple[float, float]
+    hand: tuple[float, float]
+    thigh: tuple[float, float]
+    shank: tuple[float, float]
+    foot: tuple[float, float]  # (heel, toe)
+    neck: float
+    shoulder: float
+
+
+def _radii(p: dict, q: dict, coat: bool) -> _Radii:
+    S = p["stature"]
+    ct = q["coat_thick"] * S if coat else 0.0
+    m = p["mass"]
+    ka, kl = p["arm_thickness"] * np.sqrt(m), p["leg_thickness"] * m
+    return _Radii(
+        coat=ct,
+        trunk=0.052 * S * m + ct,
+        chest_off=0.040 * S * p["chest_width"] * np.sqrt(m),
+        pelvis=0.050 * S * m * p["hips"] + 1.3 * ct,
+        belly=0.045 * S * m * (0.8 + 0.4 * p["belly"]) + ct,
+        upper_arm=(0.026 * S * ka + 0.8 * ct, 0.020 * S * ka + 0.8 * ct),
+        forearm=(0.019 * S * ka + 0.8 * ct, 0.014 * S * ka + 1.2 * ct),  # coat cuffs widen
+        hand=(0.012 * S, 0.011 * S),
+        thigh=(0.042 * S * kl + ct, 0.026 * S * kl),
+        shank=(0.026 * S * np.sqrt(kl), 0.016 * S * np.sqrt(kl)),
+        foot=(0.019 * S, 0.015 * S),
+        neck=0.026 * S * np.sqrt(m) + (q["coat_collar"] * S if coat else 0.0),
+        shoulder=0.030 * S * m + ct,
+    )
+
+
+class _Cones:
+    """The body's round cones in drawing order: end centres [F, 3] and end radii (metres)."""
+
+    def __init__(self):
+        self._cones = []
+
+    def add(self, a: np.ndarray, b: np.ndarray, ra: float, rb: float | None = None) -> None:
+        """A cone from ``a`` to ``b``; a capsule (one radius) when ``rb`` is left out."""
+        self._cones.append((a, b, ra, ra if rb is None else rb))
+
+    def arrays(self, n: int):
+        """``A, B`` [n, C, 3] end centres and ``RA, RB`` [n, C] end radii."""
+        cones = self._cones
+        A = np.stack([c[0] for c in cones], axis=1)
+        B = np.stack([c[1] for c in cones], axis=1)
+        RA = np.broadcast_to(np.array([c[2] for c in cones], dtype=np.float64), (n, len(cones)))
+        RB = np.broadcast_to(np.array([c[3] for c in cones], dtype=np.float64), (n, len(cones)))
+        return A, B, RA, RB
+
+
+class _Pelvis(NamedTuple):
+    centre: np.ndarray  # [F, 3]
+    rotation: np.ndarray  # transverse rotation about the vertical (radians) [F]
+    obliquity: np.ndarray  # list: the swing-side hip drops (radians) [F]
+
+
+def _pelvis(p: dict, gait: _Gait) -> _Pelvis:
+    """Sway towards the stance leg, transverse rotation, list."""
+    S, cyc_r = p["stature"], gait.cyc_r
+    sway = -p["hip_sway_frac"] * S * np.sin(cyc_r - 0.3)
+    psi = p["pelvis_rot_deg"] * _DEG * np.cos(cyc_r)  # right hip forward at right heel strike
+    lst = p["pelvis_list_deg"] * _DEG * np.sin(cyc_r)  # swing-side hip drops in single support
+    return _Pelvis(_vec(0.0, sway, 0.0, gait.frames), psi, lst)
+
+
+class _Thorax(NamedTuple):
+    lean: np.ndarray  # forward pitch of the trunk (radians) [F]
+    spine: np.ndarray  # unit vector from the pelvis up to the neck base [F, 3]
+    neck_base: np.ndarray  # [F, 3]
+    rotation: np.ndarray  # transverse rotation about the vertical (radians) [F]
+
+
+def _thorax(p: dict, length: _Lengths, gait: _Gait, pelvis: _Pelvis, backpack: bool) -> _Thorax:
+    lean = (p["lean_deg"] * _DEG + p["lean_swing_deg"] * _DEG * np.cos(2.0 * gait.cyc_r + 0.5) + gait.noise("lean"))
+    if backpack:  # a loaded backpack pulls the trunk forward
+        lean = lean + 3.0 * _DEG
+    spine = _vec(np.sin(lean), 0.0, np.cos(lean), gait.frames)  # pointing up, tilted forward by `lean`
+    chi = -p["trunk_rot_deg"] * _DEG * np.cos(gait.cyc_r)  # thorax counter-rotates against the pelvis
+    return _Thorax(lean, spine, pelvis.centre + length.trunk * spine, chi)
+
+
+def _add_torso(cones: _Cones, p: dict, length: _Lengths, radius: _Radii, gait: _Gait, pelvis: _Pelvis,
+               thorax: _Thorax) -> None:
+    """The trunk as two round cones side by side (wider than deep, like a real torso), and the belly."""
+    S, n = length.stature, gait.frames
+    for side in (-1.0, 1.0):
+        low = pelvis.centre + _rot_z(pelvis.rotation, _vec(-0.005 * S, side * radius.chest_off * 0.9, 0.06 * S, n))
+        high = thorax.neck_base + _rot_z(thorax.rotation, _vec(-0.005 * S, side * radius.chest_off, -0.05 * S, n))
+        cones.add(low, high, radius.trunk * p["waist"], radius.trunk)
+    # the belly protrudes forward in side views
+    fwd = radius.trunk - radius.belly + 0.025 * S * p["belly"]
+    cones.add(pelvis.centre + _vec(fwd + 0.01 * S, 0.0, 0.07 * S, n),
+              pelvis.centre + thorax.spine * (0.22 * S) + _vec(fwd * 0.6, 0.0, 0.0, n), radius.belly, radius.belly * 0.9)
+
+
+def _shoulder_joints(p: dict, length: _Lengths, gait: _Gait, thorax: _Thorax) -> dict[float, np.ndarray]:
+    """The shoulder joints by side (-1 right, +1 left), turning with the thorax."""
+    S, n = length.stature, gait.frames
+    shoulder_z = -p["shoulder_drop_frac"] * S
+    tilt = np.sin(p["shoulder_tilt_deg"] * _DEG) * length.half_sh
+    return {side: thorax.neck_base + _rot_z(thorax.rotation, _vec(0.0, side * length.half_sh, shoulder_z + side * tilt, n))
+            for side in (-1.0, 1.0)}
+
+
+def _add_neck_and_head(cones: _Cones, p: dict, length: _Lengths, radius: _Radii, gait: _Gait,
+                       thorax: _Thorax) -> None:
+    S, n = length.stature, gait.frames
+    neck_ang = thorax.lean + p["neck_deg"] * _DEG + gait.noise("head")
+    neck_top = thorax.neck_base + length.neck * _vec(np.sin(neck_ang), 0.0, np.cos(neck_ang), n)
+    cranium = neck_top + _vec(p["head_forward_frac"] * S, 0.0, 1.05 * length.head_r, n)
+    jaw = cranium + _vec(0.35 * length.head_r, 0.0, -0.55 * length.head_r, n)
+    cones.add(thorax.neck_base, neck_top, radius.neck)
+    cones.add(jaw, cranium, 0.72 * length.head_r, length.head_r)
+
+
+def _leg_angles(p: dict, gait: _Gait, side: float, phase: np.ndarray, channels: tuple[str, str]):
+    """Hip flexion, knee flexion and ankle angle (radians) [F] of one leg over its gait cycle."""
+    hip_noise, knee_noise = channels
+    cyc = _TWO_PI * phase
+    hip = (p["hip_offset_deg"] + p["hip_amp_deg"] * gait.stride * (1.0 + side * p["asym_hip"])
+           * np.cos(cyc + _TWO_PI * 0.05)) * _DEG + gait.noise(hip_noise)
+    # the knee flexes a little as the leg takes the load after heel strike, and much more in swing
+    knee = (3.0 + p["knee_load_deg"] * _bump(phase, 0.13, 0.06)
+            + p["knee_swing_deg"] * (1.0 + side * p["asym_knee"]) * _bump(phase, 0.72, 0.12)) * _DEG
+    knee = knee + gait.noise(knee_noise)
+    ankle = (-5.0 * _bump(phase, 0.03, 0.04) + 10.0 * _bump(phase, 0.40, 0.12)
+             - p["ankle_push_deg"] * _bump(phase, 0.62, 0.05) + 10.0 * _bump(phase, 0.82, 0.08)) * _DEG
+    return hip, knee, ankle
+
+
+def _foot(p: dict, length: _Lengths, radius: _Radii, side: float, ankle: np.ndarray, pitch: np.ndarray):
+    """Heel and toe centres [F, 3] of a foot pitched by ``pitch`` (radians, toes up positive) and
+    turned out by the subject's toe-out angle."""
+    toe_out = side * p["toe_out_deg"] * _DEG
+    ex = np.stack([np.cos(pitch) * np.cos(toe_out), np.cos(pitch) * np.sin(toe_out), np.sin(pitch)], -1)
+    ez = np.stack([-np.sin(pitch), np.zeros(ankle.shape[0]), np.cos(pitch)], -1)
+    r_heel, r_toe = radius.foot
+    heel = ankle - 0.14 * length.foot * ex - (length.ankle_h - r_heel) * ez
+    toe = ankle + 0.58 * length.foot * ex - (length.ankle_h - r_toe) * ez
+    return heel, toe
+
+
+def _add_leg(cones: _Cones, p: dict, length: _Lengths, radius: _Radii, gait: _Gait, pelvis: _Pelvis, side: float,
+             phase: np.ndarray, channels: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Thigh, shank and foot of one leg (``side`` -1 right, +1 left) at its gait ``phase``;
+    returns the hip joint and the thigh's direction [F, 3] (the coat follows them)."""
+    S, n = length.stature, gait.frames
+    hip_a, knee_a, ankle_a = _leg_angles(p, gait, side, phase, channels)
+    lat_in = (0.5 * p["step_width_frac"] * S - length.half_hip) / length.leg  # adduction: feet under the body
+    hip_j = pelvis.centre + _rot_z(pelvis.rotation,
+                                   _vec(0.0, side * length.half_hip, side * np.sin(pelvis.obliquity) * length.half_hip, n))
+    d_thigh = _sagittal(hip_a, side * lat_in)
+    knee_j = hip_j + length.thigh * d_thigh
+    shank_a = hip_a - knee_a
+    ankle_j = knee_j + length.shank * _sagittal(shank_a, side * lat_in)
+    heel, toe = _foot(p, length, radius, side, ankle_j, pitch=shank_a + ankle_a)
+    cones.add(hip_j, knee_j, *radius.thigh)
+    cones.add(knee_j, ankle_j, *radius.shank)
+    cones.add(heel, toe, *radius.foot)
+    return hip_j, d_thigh
+
+
+def _add_buttocks(cones: _Cones, length: _Lengths, radius: _Radii, gait: _Gait, pelvis: _Pelvis,
+                  hips: dict[float, np.ndarray]) -> None:
+    """The pelvis / buttocks: one capsule across the hip joints."""
+    S, n = length.stature, gait.frames
+    cones.add(hips[-1.0] + _rot_z(pelvis.rotation, _vec(-0.012 * S, 0.0, 0.02 * S, n)),
+              hips[1.0] + _rot_z(pelvis.rotation, _vec(-0.012 * S, 0.0, 0.02 * S, n)), radius.pelvis)
+
+
+def _arm_carriage(p: dict, gait: _Gait, side: float, coat: bool, handbag: bool) -> tuple[float, float, float]:
+    """Swing amplitude, abduction and static elbow bend (degrees) of one arm."""
+    amp = p["arm_swing_deg"] * gait.stride * (1.0 + side * p["asym_arm"])
+    abd = p["arm_abduction_deg"]
+    elbow0 = p["elbow_bend_deg"]
+    if coat:
+        amp *= 0.85
+        abd += 4.0  # sleeves hold the arms out a little
+    if handbag:  # the arm hangs, swings little, held off the leg
+        amp *= 0.25
+        abd += 7.0
+        elbow0 *= 0.5
+    return amp, abd, elbow0
+
+
+def _add_arm(cones: _Cones, p: dict, length: _Lengths, radius: _Radii, gait: _Gait, shoulder: np.ndarray,
+             side: float, phase: np.ndarray, channels: tuple[str, str], coat: bool, handbag: bool) -> np.ndarray:
+    """Upper arm, forearm and hand of one arm swinging with ``phase``; returns the hand's end [F, 3]."""
+    shoulder_noise, elbow_noise = channels
+    swing = np.cos(_TWO_PI * phase + _TWO_PI * 0.03)
+    amp, abd, elbow0 = _arm_carriage(p, gait, side, coat, handbag)
+    sh_a = (p["arm_offset_deg"] + amp * swing) * _DEG + gait.noise(shoulder_noise)
+    el_a = (elbow0 + p["elbow_swing_deg"] * 0.5 * (1.0 + swing)) * _DEG + gait.noise(elbow_noise)
+    lat = side * np.sin(abd * _DEG)
+    elbow_j = shoulder + length.upper_arm * _sagittal(sh_a, lat)
+    wrist = elbow_j + length.forearm * _sagittal(sh_a + el_a, 0.5 * lat)
+    hand_end = wrist + length.hand * _sagittal(sh_a + el_a + 8.0 * _DEG, 0.3 * lat)
+    cones.add(shoulder, elbow_j, *radius.upper_arm)
+    cones.add(elbow_j, wrist, *radius.forearm)
+    cones.add(wrist, hand_end, *radius.hand)
+    return hand_end
+
+
+def _add_coat(cones: _Cones, q: dict, length: _Lengths, radius: _Radii, gait: _Gait, pelvis: _Pelvis,
+              hips: dict[float, np.ndarray], thighs: dict[float, np.ndarray]) -> None:
+    """A skirt below the hips loosely following the thighs, and a panel between them."""
+    S, n = length.stature, gait.frames
+    follow = q["coat_follow"]
+    hem_r = radius.thigh[1] + q["coat_flare"] * S + radius.coat
+    hems = []
+    for side in (-1.0, 1.0):
+        d = follow * thighs[side] + (1.0 - follow) * np.array([0.0, 0.0, -1.0])
+        d[:, 1] += side * 0.06  # the skirt flares outwards
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        top = hips[side] + _vec(0.0, side * 0.01 * S, 0.03 * S, n)
+        hem = hips[side] + q["coat_len"] * length.thigh * d
+        cones.add(top, hem, radius.thigh[0] + 0.01 * S, hem_r)
+        hems.append(hem)
+    centre = 0.5 * (hems[0] + hems[1])
+    cones.add(pelvis.centre + _vec(0.0, 0.0, -0.01 * S, n), centre + _vec(0.0, 0.0, 0.02 * S, n),
+              radius.pelvis * 0.9, 0.5 * hem_r + 0.01 * S)
+
+
+def _add_flat_bag(cones: _Cones, centre: np.ndarray, bag_length: float, bag_radius: float, thick: float) -> None:
+    """Three stacked horizontal capsules: a flat bag's rounded-rectangle profile."""
+    n = centre.shape[0]
+    along = _vec(0.5 * bag_length, 0.0, 0.0, n)
+    for dz in (-0.45 * bag_radius, 0.0, 0.45 * bag_radius):
+        lift = _vec(0.0, 0.0, dz, n)
+        cones.add(centre + lift - along, centre + lift + along, thick)
+
+
+def _add_bag(cones: _Cones, q: dict, length: _Lengths, radius: _Radii, gait: _Gait, kind: int, side: float,
+             pelvis: _Pelvis, thorax: _Thorax, shoulders: dict, hips: dict, hands: dict) -> None:
+    """The carried bag: ``kind`` 0 a shoulder bag, 1 a backpack, 2 a handbag; ``side`` the hip or
+    hand it hangs at (-1 right, +1 left)."""
+    S, n = length.stature, gait.frames
+    bag_length, bag_radius = q["bag_len"] * S, q["bag_r"] * S
+    sw = q["bag_swing"] * S * np.sin(gait.cyc_r + q["bag_lag"])
+    if kind == 0:  # shoulder bag hanging at one hip, swinging a little
+        centre = hips[side] + _rot_z(pelvis.rotation, _vec(sw, side * (radius.pelvis + 0.4 * bag_radius),
+                                                           -q["bag_drop"] * S, n))
+        _add_flat_bag(cones, centre, bag_length, bag_radius, 0.55 * bag_radius)
+        strap_from = shoulders[-side if q["bag_cross"] else side]
+        cones.add(strap_from, centre + _vec(0.0, 0.0, bag_radius, n), 0.006 * S)
+    elif kind == 1:  # backpack: two cones behind the trunk, following the thorax
+        for s in (-1.0, 1.0):
+            top = thorax.neck_base + _rot_z(thorax.rotation,
+                                            _vec(-(radius.trunk + 0.8 * bag_radius), s * 0.035 * S, -0.06 * S, n))
+            bottom = top - thorax.spine * (0.12 * S + 0.8 * bag_length)
+            cones.add(top, bottom, 0.85 * bag_radius, bag_radius)
+    else:  # handbag held in one hand, hanging from a short handle
+        centre = hands[side] + _vec(0.3 * sw, side * 0.01 * S, -(0.04 * S + bag_radius), n)
+        _add_flat_bag(cones, centre, bag_length, bag_radius, 0.5 * bag_radius)
+        cones.add(hands[side], centre, 0.005 * S)
+
+
 def _body(p: dict, q: dict, condition: str, t: np.ndarray):
     """Round cones of the walker at times ``t`` [F] (seconds).
 
     Returns ``A, B`` [F, C, 3] end centres and ``RA, RB`` [F, C] end radii (metres).
     """
-    n = t.shape[0]
-    S = p["stature"]
-    deg = np.pi / 180.0
-    speed = q["speed"]
-    cadence = p["cadence"] * np.sqrt(speed)  # faster walks: both quicker and longer steps
-    stride = np.sqrt(speed)
-
-    def noise(name: str) -> np.ndarray:
-        i = _NOISE_CHANNELS.index(name)
-        f, ph, a = q["noise_freq"][i], q["noise_phase"][i], q["noise_amp"][i]
-        return (a[None] * np.sin(_TWO_PI * f[None] * t[:, None] + ph[None])).sum(1) * deg
-
-    phase_r = q["phase0"] + t * cadence / 120.0  # gait cycles; 0 = right heel strike
-    phase_l = phase_r + 0.5
-    cyc_r = _TWO_PI * phase_r
-
     bag = q.get("bag_kind", -1) if condition == "bg" else -1
     bag_side = q.get("bag_side", 0.0)
     coat = condition == "cl"
-    ct = q["coat_thick"] * S if coat else 0.0
+    gait = _gait(p, q, t)
+    length, radius = _lengths(p), _radii(p, q, coat)
+    pelvis = _pelvis(p, gait)
+    thorax = _thorax(p, length, gait, pelvis, backpack=bag == 1)
 
-    # --- segment lengths ---
-    ankle_h = 0.04 * S
-    leg = p["leg_frac"] * S - ankle_h
-    thigh, shank = leg * p["thigh_frac"], leg * (1.0 - p["thigh_frac"])
-    head_r = p["head_frac"] * S
-    neck = p["neck_frac"] * S
-    trunk = S - p["leg_frac"] * S - 2.1 * head_r - neck  # pelvis centre to neck base
-    arm = p["arm_frac"] * S
-    upper_arm, forearm = arm * p["upper_arm_frac"], arm * (1.0 - p["upper_arm_frac"])
-    hand = 0.085 * S
-    foot = p["foot_frac"] * S
-    half_hip = 0.5 * p["hip_frac"] * S
-    half_sh = 0.5 * p["shoulder_frac"] * S
-
-    # --- radii (metres) ---
-    m = p["mass"]
-    r_trunk = 0.052 * S * m + ct
-    chest_off = 0.040 * S * p["chest_width"] * np.sqrt(m)  # lateral offset of the two trunk cones
-    r_pelvis = 0.050 * S * m * p["hips"] + 1.3 * ct
-    r_belly = 0.045 * S * m * (0.8 + 0.4 * p["belly"]) + ct
-    ka, kl = p["arm_thickness"] * np.sqrt(m), p["leg_thickness"] * m
-    r_uarm0, r_uarm1 = 0.026 * S * ka + 0.8 * ct, 0.020 * S * ka + 0.8 * ct
-    r_farm0, r_farm1 = 0.019 * S * ka + 0.8 * ct, 0.014 * S * ka + 1.2 * ct  # coat cuffs widen
-    r_hand0, r_hand1 = 0.012 * S, 0.011 * S
-    r_thigh0, r_thigh1 = 0.042 * S * kl + ct, 0.026 * S * kl
-    r_shank0, r_shank1 = 0.026 * S * np.sqrt(kl), 0.016 * S * np.sqrt(kl)
-    r_heel, r_toe = 0.019 * S, 0.015 * S
-    r_neck = 0.026 * S * np.sqrt(m) + (q["coat_collar"] * S if coat else 0.0)
-    r_shoulder = 0.030 * S * m + ct
-
-    # --- pelvis: sway towards the stance leg, transverse rotation, list ---
-    sway = -p["hip_sway_frac"] * S * np.sin(cyc_r - 0.3)
-    psi = p["pelvis_rot_deg"] * deg * np.cos(cyc_r)  # right hip forward at right heel strike
-    lst = p["pelvis_list_deg"] * deg * np.sin(cyc_r)  # swing-side hip drops in single support
-    pelvis = _vec(0.0, sway, 0.0, n)
-
-    # --- trunk, neck, head ---
-    lean = (p["lean_deg"] * deg + p["lean_swing_deg"] * deg * np.cos(2.0 * cyc_r + 0.5) + noise("lean"))
-    if bag == 1:  # a loaded backpack pulls the trunk forward
-        lean = lean + 3.0 * deg
-    spine = _vec(np.sin(lean), 0.0, np.cos(lean), n)  # pointing up, tilted forward by `lean`
-    neck_base = pelvis + trunk * spine
-    chi = -p["trunk_rot_deg"] * deg * np.cos(cyc_r)  # thorax counter-rotates against the pelvis
-    neck_ang = lean + p["neck_deg"] * deg + noise("head")
-    neck_top = neck_base + neck * _vec(np.sin(neck_ang), 0.0, np.cos(neck_ang), n)
-    cranium = neck_top + _vec(p["head_forward_frac"] * S, 0.0, 1.05 * head_r, n)
-    jaw = cranium + _vec(0.35 * head_r, 0.0, -0.55 * head_r, n)
-
-    caps = []  # (A [F,3], B [F,3], ra, rb)
-
-    def add(a, b, ra, rb=None):
-        caps.append((a, b, ra, ra if rb is None else rb))
-
-    # trunk: two round cones side by side -> wider than deep, like a real torso
-    for side in (-1.0, 1.0):
-        low = pelvis + _rot_z(psi, _vec(-0.005 * S, side * chest_off * 0.9, 0.06 * S, n))
-        high = neck_base + _rot_z(chi, _vec(-0.005 * S, side * chest_off, -0.05 * S, n))
-        add(low, high, r_trunk * p["waist"], r_trunk)
-    # belly: protrudes forward in side views
-    fwd = r_trunk - r_belly + 0.025 * S * p["belly"]
-    add(pelvis + _vec(fwd + 0.01 * S, 0.0, 0.07 * S, n),
-        pelvis + spine * (0.22 * S) + _vec(fwd * 0.6, 0.0, 0.0, n), r_belly, r_belly * 0.9)
-    # shoulders, neck, head
-    shoulder_z = -p["shoulder_drop_frac"] * S
-    tilt = np.sin(p["shoulder_tilt_deg"] * deg) * half_sh
-    shoulders = {side: neck_base + _rot_z(chi, _vec(0.0, side * half_sh, shoulder_z + side * tilt, n))
-                 for side in (-1.0, 1.0)}
-    add(shoulders[-1.0], shoulders[1.0], r_shoulder)
-    add(neck_base, neck_top, r_neck)
-    add(jaw, cranium, 0.72 * head_r, head_r)
-
-    # --- legs ---
-    lat_in = (0.5 * p["step_width_frac"] * S - half_hip) / leg  # adduction: feet under the body
-    hips = {}
-    thighs = {}
-    for side, ph, hn, kn in ((-1.0, phase_r, "hip_r", "knee_r"), (1.0, phase_l, "hip_l", "knee_l")):
-        cyc = _TWO_PI * ph
-        hip_a = (p["hip_offset_deg"] + p["hip_amp_deg"] * stride * (1.0 + side * p["asym_hip"])
-                 * np.cos(cyc + _TWO_PI * 0.05)) * deg + noise(hn)
-        knee_a = (3.0 + p["knee_load_deg"] * _bump(ph, 0.13, 0.06)
-                  + p["knee_swing_deg"] * (1.0 + side * p["asym_knee"]) * _bump(ph, 0.72, 0.12)) * deg + noise(kn)
-        ankle_a = (-5.0 * _bump(ph, 0.03, 0.04) + 10.0 * _bump(ph, 0.40, 0.12)
-                   - p["ankle_push_deg"] * _bump(ph, 0.62, 0.05) + 10.0 * _bump(ph, 0.82, 0.08)) * deg
-        hip_j = pelvis + _rot_z(psi, _vec(0.0, side * half_hip, side * np.sin(lst) * half_hip, n))
-        d_thigh = _sagittal(hip_a, side * lat_in)
-        knee_j = hip_j + thigh * d_thigh
-        shank_a = hip_a - knee_a
-        ankle_j = knee_j + shank * _sagittal(shank_a, side * lat_in)
-        pitch = shank_a + ankle_a  # foot pitch, toes up positive
-        toe_out = side * p["toe_out_deg"] * deg
-        ex = np.stack([np.cos(pitch) * np.cos(toe_out), np.cos(pitch) * np.sin(toe_out), np.sin(pitch)], -1)
-        ez = np.stack([-np.sin(pitch), np.zeros(n), np.cos(pitch)], -1)
-        heel = ankle_j - 0.14 * foot * ex - (ankle_h - r_heel) * ez
-        toe = ankle_j + 0.58 * foot * ex - (ankle_h - r_toe) * ez
-        add(hip_j, knee_j, r_thigh0, r_thigh1)
-        add(knee_j, ankle_j, r_shank0, r_shank1)
-        add(heel, toe, r_heel, r_toe)
-        hips[side], thighs[side] = hip_j, d_thigh
-    # pelvis / buttocks across the hip joints
-    add(hips[-1.0] + _rot_z(psi, _vec(-0.012 * S, 0.0, 0.02 * S, n)),
-        hips[1.0] + _rot_z(psi, _vec(-0.012 * S, 0.0, 0.02 * S, n)), r_pelvis)
-
-    # --- arms: counter-phase to the ipsilateral leg ---
-    hand_ends = {}
-    for side, ph_opp, sn, en in ((-1.0, phase_l, "sh_r", "el_r"), (1.0, phase_r, "sh_l", "el_l")):
-        swing = np.cos(_TWO_PI * ph_opp + _TWO_PI * 0.03)
-        amp = p["arm_swing_deg"] * stride * (1.0 + side * p["asym_arm"])
-        abd = p["arm_abduction_deg"]
-        elbow0 = p["elbow_bend_deg"]
-        if coat:
-            amp *= 0.85
-            abd += 4.0  # sleeves hold the arms out a little
-        if bag == 2 and side == bag_side:  # a handbag: arm hangs, swings little, held off the leg
-            amp *= 0.25
-            abd += 7.0
-            elbow0 *= 0.5
-        sh_a = (p["arm_offset_deg"] + amp * swing) * deg + noise(sn)
-        el_a = (elbow0 + p["elbow_swing_deg"] * 0.5 * (1.0 + swing)) * deg + noise(en)
-        lat = side * np.sin(abd * deg)
-        d_upper = _sagittal(sh_a, lat)
-        elbow_j = shoulders[side] + upper_arm * d_upper
-        d_fore = _sagittal(sh_a + el_a, 0.5 * lat)
-        wrist = elbow_j + forearm * d_fore
-        d_hand = _sagittal(sh_a + el_a + 8.0 * deg, 0.3 * lat)
-        hand_end = wrist + hand * d_hand
-        add(shoulders[side], elbow_j, r_uarm0, r_uarm1)
-        add(elbow_j, wrist, r_farm0, r_farm1)
-        add(wrist, hand_end, r_hand0, r_hand1)
-        hand_ends[side] = hand_end
-
-    # --- coat: a skirt below the hips loosely following the thighs, and a panel between them ---
+    cones = _Cones()
+    _add_torso(cones, p, length, radius, gait, pelvis, thorax)
+    shoulders = _shoulder_joints(p, length, gait, thorax)
+    cones.add(shoulders[-1.0], shoulders[1.0], radius.shoulder)
+    _add_neck_and_head(cones, p, length, radius, gait, thorax)
+    hips, thighs = {}, {}
+    for side, phase, channels in ((-1.0, gait.phase_r, ("hip_r", "knee_r")), (1.0, gait.phase_l, ("hip_l", "knee_l"))):
+        hips[side], thighs[side] = _add_leg(cones, p, length, radius, gait, pelvis, side, phase, channels)
+    _add_buttocks(cones, length, radius, gait, pelvis, hips)
+    # each arm swings in counter-phase to the leg of its side
+    hands = {}
+    for side, phase, channels in ((-1.0, gait.phase_l, ("sh_r", "el_r")), (1.0, gait.phase_r, ("sh_l", "el_l"))):
+        handbag = bag == 2 and side == bag_side
+        hands[side] = _add_arm(cones, p, length, radius, gait, shoulders[side], side, phase, channels, coat, handbag)
     if coat:
-        follow = q["coat_follow"]
-        hems = []
-        for side in (-1.0, 1.0):
-            d = follow * thighs[side] + (1.0 - follow) * np.array([0.0, 0.0, -1.0])
-            d[:, 1] += side * 0.06  # the skirt flares outwards
-            d /= np.linalg.norm(d, axis=1, keepdims=True)
-            top = hips[side] + _vec(0.0, side * 0.01 * S, 0.03 * S, n)
-            hem = hips[side] + q["coat_len"] * thigh * d
-            add(top, hem, r_thigh0 + 0.01 * S, r_thigh1 + q["coat_flare"] * S + ct)
-            hems.append(hem)
-        centre = 0.5 * (hems[0] + hems[1])
-        add(pelvis + _vec(0.0, 0.0, -0.01 * S, n), centre + _vec(0.0, 0.0, 0.02 * S, n),
-            r_pelvis * 0.9, 0.5 * (r_thigh1 + q["coat_flare"] * S + ct) + 0.01 * S)
-
-    # --- carried objects ---
+        _add_coat(cones, q, length, radius, gait, pelvis, hips, thighs)
     if bag >= 0:
-        L, R = q["bag_len"] * S, q["bag_r"] * S
-        sw = q["bag_swing"] * S * np.sin(cyc_r + q["bag_lag"])
-        along = _vec(0.5 * L, 0.0, 0.0, n)
-
-        def box(centre, thick):
-            # a flat bag: three stacked horizontal capsules give a rounded-rectangle profile
-            for dz in (-0.45 * R, 0.0, 0.45 * R):
-                lift = _vec(0.0, 0.0, dz, n)
-                add(centre + lift - along, centre + lift + along, thick)
-
-        if bag == 0:  # shoulder bag hanging at one hip, swinging a little
-            centre = hips[bag_side] + _rot_z(psi, _vec(sw, bag_side * (r_pelvis + 0.4 * R),
-                                                        -q["bag_drop"] * S, n))
-            box(centre, 0.55 * R)
-            strap_from = shoulders[-bag_side if q["bag_cross"] else bag_side]
-            add(strap_from, centre + _vec(0.0, 0.0, R, n), 0.006 * S)
-        elif bag == 1:  # backpack: two cones behind the trunk, following the thorax
-            for side in (-1.0, 1.0):
-                top = neck_base + _rot_z(chi, _vec(-(r_trunk + 0.8 * R), side * 0.035 * S, -0.06 * S, n))
-                bottom = top - spine * (0.12 * S + 0.8 * L)
-                add(top, bottom, 0.85 * R, R)
-        else:  # handbag held in one hand, hanging from a short handle
-            centre = hand_ends[bag_side] + _vec(0.3 * sw, bag_side * 0.01 * S, -(0.04 * S + R), n)
-            box(centre, 0.5 * R)
-            add(hand_ends[bag_side], centre, 0.005 * S)
-
-    A = np.stack([c[0] for c in caps], axis=1)
-    B = np.stack([c[1] for c in caps], axis=1)
-    RA = np.broadcast_to(np.array([c[2] for c in caps], dtype=np.float64), (n, len(caps)))
-    RB = np.broadcast_to(np.array([c[3] for c in caps], dtype=np.float64), (n, len(caps)))
-    return A, B, RA, RB
+        _add_bag(cones, q, length, radius, gait, bag, bag_side, pelvis, thorax, shoulders, hips, hands)
+    return cones.arrays(gait.frames)
 
 
 # ----------------------------------------------------------------------------------------------
