@@ -28,7 +28,7 @@ import pickle
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -456,6 +456,77 @@ def _previous_log(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
 _CARRIED = ("frames_in", "frames_kept", "dropped", "unreadable", "warning")
 
 
+def _sequences_to_pretreat(src: Path, dest: Path, dataset: str) -> tuple[list[RawSequence], str]:
+    """The raw tree's sequences and layout; a source tree with no sequence, two folders of one
+    sequence, or the output inside it is a DataError."""
+    sequences, layout = list_sequences(src, dataset)
+    if not sequences:
+        raise DataError(f"no PNG sequences found under {src}: expected the {dataset} layout "
+                        f"{_EXPECTED_LAYOUT[dataset]}")
+    keys = [s[:3] for s in sequences]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise DataError(f"{src}: two source folders map to the same sequence {'/'.join(dup)}")
+    if dest.resolve() == src.resolve() or src.resolve() in dest.resolve().parents:
+        raise DataError(f"the output {dest} must not be inside the raw tree {src}")
+    return sequences, layout
+
+
+def _plan_jobs(sequences: list[RawSequence], src: Path, dest: Path, previous: dict, *, img_size: int,
+               dataset: str, strict: bool) -> tuple[dict[tuple[str, str, str], dict[str, Any]], list[dict[str, Any]]]:
+    """``(records, jobs)``: the log records of the sequences whose pkl already exists (carrying the
+    details ``previous`` logged for them), and a job for every other sequence."""
+    records: dict[tuple[str, str, str], dict[str, Any]] = {}
+    jobs = []
+    for seq in sequences:
+        out = _output_path(dest, seq)
+        base = {"subject": seq.subject, "type": seq.type, "view": seq.view,
+                "source": seq.frames[0].parent.relative_to(src).as_posix()}
+        if out.is_file():
+            old = previous.get(seq[:3], {})
+            records[seq[:3]] = {**base, **{k: old[k] for k in _CARRIED if k in old}, "status": "skipped-existing"}
+        else:
+            jobs.append({**base, "frames": [str(p) for p in seq.frames], "out": str(out),
+                         "img_size": int(img_size), "dataset": dataset, "strict": strict})
+    return records, jobs
+
+
+def _run_jobs(jobs: list[dict[str, Any]], workers: int | None) -> Iterator[dict[str, Any]]:
+    """The log record of every job as it finishes (in no particular order), on ``workers``
+    processes (default one per core)."""
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
+    if workers == 1:
+        yield from map(_pretreat_job, jobs)
+        return
+    # spawn: safe even when the parent already started torch's or OpenCV's thread pools
+    chunk = max(1, len(jobs) // (workers * 8))
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+        yield from pool.imap_unordered(_pretreat_job, jobs, chunksize=chunk)
+
+
+def _summarise(ordered: list[dict[str, Any]], **run: Any) -> PretreatSummary:
+    """The summary of a run whose log records are ``ordered``; ``run`` names its dataset, paths,
+    size and layout."""
+    summary = PretreatSummary(**run, sequences=len(ordered))
+    for rec in ordered:
+        status = rec["status"]
+        if status == "skipped-existing":
+            summary.skipped_existing += 1
+            continue
+        summary.written += status == "written"
+        summary.empty += status == "empty"
+        summary.short += "warning" in rec and status == "written"
+        if status == "error":
+            summary.errors += 1
+            summary.failed.append(rec["error"])
+            continue
+        summary.frames_in += rec["frames_in"]
+        summary.frames_kept += rec["frames_kept"]
+        summary.frames_dropped += len(rec["dropped"])
+        summary.unreadable += [u["path"] for u in rec["unreadable"]]
+    return summary
+
+
 def pretreat_tree(src: str | Path, dest: str | Path, dataset: str, *, img_size: int = 64,
                   workers: int | None = None, progress: bool = True, strict: bool = False,
                   out_format: str = "pkl") -> PretreatSummary:
@@ -477,72 +548,25 @@ def pretreat_tree(src: str | Path, dest: str | Path, dataset: str, *, img_size: 
         raise DataError(did_you_mean(str(out_format), ["pkl"], "pretreatment output format")
                         + " (for a packed store, pack the pkl tree afterwards)")
     src, dest = Path(src), Path(dest)
-    sequences, layout = list_sequences(src, dataset)
-    if not sequences:
-        raise DataError(f"no PNG sequences found under {src}: expected the {dataset} layout "
-                        f"{_EXPECTED_LAYOUT[dataset]}")
-    keys = [s[:3] for s in sequences]
-    if len(set(keys)) != len(keys):
-        dup = next(k for k in keys if keys.count(k) > 1)
-        raise DataError(f"{src}: two source folders map to the same sequence {'/'.join(dup)}")
-    if dest.resolve() == src.resolve() or src.resolve() in dest.resolve().parents:
-        raise DataError(f"the output {dest} must not be inside the raw tree {src}")
+    sequences, layout = _sequences_to_pretreat(src, dest, dataset)
     dest.mkdir(parents=True, exist_ok=True)
     log_path = dest / LOG_NAME
-    previous = _previous_log(log_path)
-
-    records: dict[tuple[str, str, str], dict[str, Any]] = {}
-    jobs = []
-    for seq in sequences:
-        out = _output_path(dest, seq)
-        base = {"subject": seq.subject, "type": seq.type, "view": seq.view,
-                "source": seq.frames[0].parent.relative_to(src).as_posix()}
-        if out.is_file():
-            old = previous.get(seq[:3], {})
-            records[seq[:3]] = {**base, **{k: old[k] for k in _CARRIED if k in old}, "status": "skipped-existing"}
-        else:
-            jobs.append({**base, "frames": [str(p) for p in seq.frames], "out": str(out),
-                         "img_size": int(img_size), "dataset": dataset, "strict": strict})
-
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
+    records, jobs = _plan_jobs(sequences, src, dest, _previous_log(log_path), img_size=img_size, dataset=dataset,
+                               strict=strict)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(sequences), initial=len(sequences) - len(jobs), desc=f"pretreating {dataset}",
                unit="seq", disable=not progress, dynamic_ncols=True)
     try:
-        if workers == 1:
-            for rec in map(_pretreat_job, jobs):
-                records[(rec["subject"], rec["type"], rec["view"])] = rec
-                bar.update(1)
-        else:
-            # spawn: safe even when the parent already started torch's or OpenCV's thread pools
-            chunk = max(1, len(jobs) // (workers * 8))
-            with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-                for rec in pool.imap_unordered(_pretreat_job, jobs, chunksize=chunk):
-                    records[(rec["subject"], rec["type"], rec["view"])] = rec
-                    bar.update(1)
+        for rec in _run_jobs(jobs, workers):
+            records[(rec["subject"], rec["type"], rec["view"])] = rec
+            bar.update(1)
     finally:
         bar.close()
 
-    ordered = [records[k] for k in sorted(records)]
-    summary = PretreatSummary(dataset=dataset, src=str(src), dest=str(dest), img_size=int(img_size), layout=layout,
-                              sequences=len(ordered), log=str(log_path))
-    for rec in ordered:
-        status = rec["status"]
-        if status == "skipped-existing":
-            summary.skipped_existing += 1
-            continue
-        summary.written += status == "written"
-        summary.empty += status == "empty"
-        summary.short += "warning" in rec and status == "written"
-        if status == "error":
-            summary.errors += 1
-            summary.failed.append(rec["error"])
-            continue
-        summary.frames_in += rec["frames_in"]
-        summary.frames_kept += rec["frames_kept"]
-        summary.frames_dropped += len(rec["dropped"])
-        summary.unreadable += [u["path"] for u in rec["unreadable"]]
+    ordered = [records[k] for k in sorted(records)]  # the log's order does not depend on the workers
+    summary = _summarise(ordered, dataset=dataset, src=str(src), dest=str(dest), img_size=int(img_size), layout=layout,
+                         log=str(log_path))
     text = "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in ordered)
     _write_atomically(log_path, lambda f: f.write(text.encode("utf-8")))
     summary_text = json.dumps(summary.to_dict(), indent=2, sort_keys=True) + "\n"
