@@ -85,7 +85,8 @@ class ThroughputCase:
 
 def build_case(case: ThroughputCase, device: str = "cpu", *, compile: bool = False, channels_last: bool = False):
     """``(step, model, sequences_per_step)``: one call of ``step()`` is one timed step of the case,
-    ending in a device synchronisation (what ``benchmark.pedantic`` times)."""
+    ending in a device synchronisation (what ``benchmark.pedantic`` times); an inference step
+    returns the model's output."""
     import torch
 
     from .plugins import get_plugins
@@ -107,8 +108,9 @@ def build_case(case: ThroughputCase, device: str = "cpu", *, compile: bool = Fal
         n = case.batch
 
     def timed_step():
-        step()
+        out = step()
         _sync(dev)
+        return out
 
     return timed_step, model, n
 
@@ -165,7 +167,8 @@ def train_step_fn(model, runner, recipe, P: int, K: int, frames: int, dev, amp: 
 
 
 def infer_fn(model, runner, batch: int, frames: int, dev, dtype, gen, height: int = 64, width: int = 44):
-    """One inference forward of ``batch`` whole sequences (a packed batch with lengths)."""
+    """One inference forward of ``batch`` whole sequences (a packed batch with lengths); the step
+    returns the model's output."""
     import torch
 
     x = (torch.rand(batch, frames, height, width, generator=gen) > 0.5).float().to(dev)
@@ -174,7 +177,7 @@ def infer_fn(model, runner, batch: int, frames: int, dev, dtype, gen, height: in
 
     def step():
         with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            runner(x, lengths=lengths if batch > 1 else None)
+            return runner(x, lengths=lengths if batch > 1 else None)
 
     step.x = x
     return step

@@ -30,14 +30,39 @@ def test_every_method_registers_train_and_inference_cases():
         assert kinds == {"train", "inference"}, f"{method} registers {kinds}"
 
 
+def assert_output_contract(out, batch: int) -> None:
+    """A method's forward returns a dict: ``embeddings`` [batch, C, P] and, optionally, ``logits``
+    [batch, classes, P], all finite floats."""
+    assert isinstance(out, dict) and "embeddings" in out, f"the forward returned {type(out).__name__}"
+    emb = out["embeddings"]
+    assert emb.ndim == 3 and emb.shape[0] == batch and min(emb.shape) > 0, f"embeddings of shape {tuple(emb.shape)}"
+    assert emb.is_floating_point() and torch.isfinite(emb).all(), "non-finite embeddings"
+    if "logits" in out:
+        logits = out["logits"]
+        assert logits.ndim == 3 and logits.shape[0] == batch and logits.shape[2] == emb.shape[2], \
+            f"logits of shape {tuple(logits.shape)} beside embeddings {tuple(emb.shape)}"
+        assert torch.isfinite(logits).all(), "non-finite logits"
+
+
+def assert_every_parameter_has_a_gradient(model) -> None:
+    """After a training step (which sets gradients to None before its backward pass), every
+    trainable parameter holds the finite gradient of this step."""
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, f"{name} got no gradient"
+            assert torch.isfinite(p.grad).all(), f"{name} got a non-finite gradient"
+
+
 @pytest.mark.parametrize("case_id", IDS)
 def test_throughput_smoke_cpu(benchmark, case_id):
     case = dict(CASES)[case_id].obj.tiny()
     step, model, n = build_case(case, "cpu")
     benchmark.group = "throughput-cpu-smoke"
-    benchmark.pedantic(step, rounds=1, warmup_rounds=0)
-    if case.kind == "train":  # the step really trained: every parameter with a gradient got one
-        assert any(p.grad is not None for p in model.parameters())
+    out = benchmark.pedantic(step, rounds=1, warmup_rounds=0)
+    if case.kind == "train":  # the step really trained
+        assert_every_parameter_has_a_gradient(model)
+    else:
+        assert_output_contract(out, case.batch)
 
 
 @pytest.mark.gpu
