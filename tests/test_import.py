@@ -84,9 +84,17 @@ def test_import_equals_an_independent_forward(tmp_path):
 
 
 def test_ddp_prefixes_are_accepted(tmp_path):
+    """DistributedDataParallel saves every key as ``module.<name>``: each weight still lands in the
+    parameter it names."""
+    state = reference_state()
     ckpt = tmp_path / "ddp.pt"
-    torch.save({"model": {f"module.{k}": v for k, v in reference_state().items()}}, ckpt)
-    import_opengait(ckpt, get_plugins().method("gaitset"), "casiab", tmp_path / "gb.pt")
+    torch.save({"model": {f"module.{k}": v for k, v in state.items()}}, ckpt)
+    info = import_opengait(ckpt, get_plugins().method("gaitset"), "casiab", tmp_path / "gb.pt")
+    assert info["keys"] == len(GAITSET_KEYS)
+    imported = gaitbench.load_model(tmp_path / "gb.pt").state_dict()
+    assert set(imported) == set(state)
+    for key, value in state.items():
+        assert torch.equal(imported[key], value), key
 
 
 def test_mismatches_are_listed(tmp_path):
