@@ -133,7 +133,14 @@ def test_hook_register_protocols(tmp_path):
 
 
 def test_hook_register_stages():
-    stage = gaitbench.Stage(name="identity", description="returns the distances", apply=lambda p, g, d: d)
+    import torch
+
+    from gaitbench.evaluation.stages import StageInput, run_stages, with_distance
+
+    def keep_distance(data):  # a distance stage (the contract: it returns a new distance) changing nothing
+        return with_distance(data, data.current_distance(), "identity")
+
+    stage = gaitbench.Stage(name="identity", description="returns the distances unchanged", apply=keep_distance)
 
     class S:
         @gaitbench.hookimpl
@@ -141,8 +148,15 @@ def test_hook_register_stages():
             register(stage)
 
     plugins = use_plugins(("stages", S()))
-    assert plugins.stages()["identity"].obj is stage
+    registered = plugins.stages()["identity"]
+    assert registered.obj is stage and registered.plugin == "stages"
     assert plugins.infos["stages"].registered["stage"] == ["identity"]
+    # the registered stage runs as the evaluation runs stages
+    g = torch.Generator().manual_seed(0)
+    probe, gallery = torch.randn(3, 4, 2, generator=g), torch.randn(5, 4, 2, generator=g)
+    distance, records = run_stages(StageInput(probe, gallery, "euc"), [(registered.obj, {})])
+    assert torch.equal(distance, StageInput(probe, gallery, "euc").current_distance())
+    assert [r["name"] for r in records] == ["identity"]
 
 
 def test_hook_register_throughput_cases(capsys):
