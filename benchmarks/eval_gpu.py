@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from gaitbench.evaluation.engine import evaluate
-from gaitbench.protocols import resolve_protocol
+from gaitbench import get_protocol
 
 
 def rss_mb() -> float:
@@ -36,7 +36,7 @@ def rss_mb() -> float:
 
 
 def oumvlp_labels(subjects: int, rng):
-    views = resolve_protocol("oumvlp").evaluation.views
+    views = get_protocol("oumvlp").evaluation.views
     ids = [f"{2 * i + 2:05d}" for i in range(subjects)]
     subj = np.repeat(ids, 2 * len(views))
     typ = np.tile(np.repeat(["00", "01"], len(views)), subjects)
@@ -46,7 +46,7 @@ def oumvlp_labels(subjects: int, rng):
 
 
 def casiab_labels(subjects: int):
-    ev = resolve_protocol("casiab").evaluation
+    ev = get_protocol("casiab").evaluation
     types = ev.gallery_types + [t for ts in ev.probe_sets.values() for t in ts]
     rows = [(f"{75 + s:03d}", t, v) for s in range(subjects) for t in types for v in ev.views]
     return tuple(np.array(c) for c in zip(*rows))
@@ -67,10 +67,10 @@ def main() -> None:
     for case in args.cases.split(","):
         if case == "oumvlp":
             labels = oumvlp_labels(200 if args.small else 5154, rng)
-            shape, proto = (256, 16), resolve_protocol("oumvlp")
+            shape, proto = (256, 16), get_protocol("oumvlp")
         else:
             labels = casiab_labels(10 if args.small else 50)
-            shape, proto = (256, 62), resolve_protocol("casiab")
+            shape, proto = (256, 62), get_protocol("casiab")
         base = rss_mb()
         emb = rng.standard_normal((len(labels[0]), *shape), dtype=np.float32)
         inputs_mb = rss_mb() - base

@@ -279,7 +279,7 @@ def ours_infer(case, dev, batch, frames, amp, channels_last, steps, warmup, gen)
 def eval_case(ref_eval, name, dev, small, rng):
     """Both evaluators on one set of random embeddings laid out as the protocol's test set."""
     from gaitbench.evaluation.engine import evaluate
-    from gaitbench.protocols import resolve_protocol
+    from gaitbench import get_protocol
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from eval_gpu import casiab_labels, oumvlp_labels
@@ -291,7 +291,7 @@ def eval_case(ref_eval, name, dev, small, rng):
         subj, typ, vw = casiab_labels(10 if small else 50)
         parts, dataset = 62, "CASIA-B"
     emb = rng.standard_normal((len(subj), 256, parts), dtype=np.float32)
-    protocol = resolve_protocol(name)
+    protocol = get_protocol(name)
     evaluate(protocol, emb[:200], subj[:200], typ[:200], vw[:200], device=str(dev))  # warm-up
     t = time.perf_counter()
     ours = evaluate(protocol, emb, subj, typ, vw, device=str(dev))

@@ -48,7 +48,7 @@ def make(q: int, g: int, c: int, p: int, device: torch.device, seed: int = 0):
 
 
 def run_case(name, q, g, distractors, args, device):
-    stage = get_plugins().stages()["rerank"].obj
+    stage = get_plugins().stages().get("rerank")
     probe, gallery = make(q, g + distractors, args.channels, args.parts, device)
     n = q + g + distractors
 

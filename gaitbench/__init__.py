@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import fnmatch
 
-from .bench import ThroughputCase
+from .contracts import Method, Pipeline, Stage, ThroughputCase
 from .errors import GaitbenchError
-from .evaluation.stages import Stage
 from .hookspecs import hookimpl
-from .methods import Method
+from .io import package_version
 
-__version__ = "0.1.0"
+__version__ = package_version()
 
-__all__ = ["GaitbenchError", "Method", "Stage", "ThroughputCase", "__version__", "create_model", "hookimpl", "list_methods",
-           "load_model"]
+__all__ = ["GaitbenchError", "Method", "Pipeline", "Stage", "ThroughputCase", "__version__", "create_model",
+           "get_protocol", "hookimpl", "list_methods", "load_model"]
 
 
 def list_methods(pattern: str = "*") -> list[str]:
@@ -32,6 +31,14 @@ def create_model(name: str, variant: str | None = None, **overrides):
     from .plugins import get_plugins
 
     return get_plugins().method(name).create(variant, **overrides)
+
+
+def get_protocol(name_or_path: str):
+    """A registered protocol by name (``"casiab"``), or a protocol file by path."""
+    from .plugins import get_plugins
+    from .protocols import resolve_protocol
+
+    return resolve_protocol(name_or_path, get_plugins().protocols())
 
 
 def load_model(checkpoint_path):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
+from .contracts import ThroughputCase
 from .errors import GaitbenchError
 
 
@@ -36,83 +37,55 @@ def _timed(fn, device, steps: int, warmup: int) -> list[float]:
     return times
 
 
-@dataclass(frozen=True)
-class ThroughputCase:
-    """A shape at which a method's speed is measured, registered through
-    ``register_throughput_cases``. ``kind``: ``train`` (forward + loss + backward + optimizer step
-    on ``P x K`` clips of ``frames``) or ``inference`` (``batch`` whole sequences of ``frames`` per
-    forward). ``tiny`` gives the shapes of the CPU smoke run of the same case."""
+@dataclass
+class _Bench:
+    """A model set up for timing: the bare module, what is called (compiled or not), the device,
+    the precision (``amp`` and its autocast dtype) and a seeded generator for the random inputs."""
 
-    method: str
-    name: str
-    kind: str
-    variant: str
-    frames: int
-    batch: int = 1  # inference: sequences per forward
-    P: int = 8  # train: subjects x sequences per batch
-    K: int = 16
-    recipe: str | None = None  # whose optimizer settings a training step uses
-    amp: str = "bf16"  # the precision the case is measured at on CUDA
-    description: str = ""
-
-    def __post_init__(self):
-        if self.kind not in ("train", "inference"):
-            raise ValueError(f"throughput case {self.id}: kind must be 'train' or 'inference', got {self.kind!r}")
-
-    @property
-    def id(self) -> str:
-        return f"{self.method}/{self.name}"
-
-    @classmethod
-    def standard(cls, method: str, prefix: str, variant: str, *, P: int, K: int, frames: int = 30,
-                 recipe: str | None = None, test_frames: int = 80) -> list["ThroughputCase"]:
-        """The usual three cases of one network: a training step at the recipe's batch, and
-        inference of one and of 16 packed ``test_frames``-frame sequences per forward."""
-        return [
-            cls(method, f"{prefix}-train", "train", variant, frames=frames, P=P, K=K, recipe=recipe or prefix,
-                description=f"{variant} network, {P} x {K} clips of {frames} frames"),
-            cls(method, f"{prefix}-infer-1x{test_frames}", "inference", variant, frames=test_frames, batch=1,
-                description=f"{variant} network, one {test_frames}-frame sequence per forward"),
-            cls(method, f"{prefix}-infer-16x{test_frames}", "inference", variant, frames=test_frames, batch=16,
-                description=f"{variant} network, 16 packed {test_frames}-frame sequences per forward"),
-        ]
-
-    def tiny(self) -> "ThroughputCase":
-        from dataclasses import replace
-
-        return replace(self, frames=min(self.frames, 6), batch=min(self.batch, 2), P=2, K=2, amp="none")
+    model: Any
+    runner: Any
+    device: Any
+    amp: str
+    dtype: Any
+    gen: Any
 
 
-def build_case(case: ThroughputCase, device: str = "cpu", *, compile: bool = False, channels_last: bool = False):
-    """``(step, model, sequences_per_step)``: one call of ``step()`` is one timed step of the case,
-    ending in a device synchronisation (what ``benchmark.pedantic`` times); an inference step
-    returns the model's output."""
+def _setup(method, variant: str, device: str, amp: str, *, compile: bool, channels_last: bool) -> _Bench:
     import torch
 
-    from .plugins import get_plugins
+    dev = torch.device(device)
+    model = _prepare_model(method.create(variant).to(dev), channels_last)
+    runner = torch.compile(model) if compile else model
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    return _Bench(model, runner, dev, amp, dtype, torch.Generator().manual_seed(0))
+
+
+def build_case(case: ThroughputCase, method, device: str = "cpu", *, compile: bool = False,
+               channels_last: bool = False):
+    """``(step, model, sequences_per_step)`` for ``case`` of ``method`` (the registered Method):
+    one call of ``step()`` is one timed step of the case, ending in a device synchronisation (what
+    ``benchmark.pedantic`` times; an inference step returns the model's output). Inputs have the
+    variant's silhouette size."""
     from .training.recipe import Recipe, resolve_recipe
 
-    method = get_plugins().method(case.method)
     recipe = resolve_recipe(method, case.recipe) if case.recipe else Recipe(name="bench")
-    dev = torch.device(device)
-    amp = case.amp if dev.type == "cuda" else "none"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    model = _prepare_model(method.create(case.variant).to(dev), channels_last)
-    runner = torch.compile(model) if compile else model
-    gen = torch.Generator().manual_seed(0)
+    amp = case.amp if str(device).startswith("cuda") else "none"  # a case's AMP is its GPU setting
+    b = _setup(method, case.variant, device, amp, compile=compile, channels_last=channels_last)
+    height, width = method.variant_input_size(case.variant)
     if case.kind == "train":
-        step = train_step_fn(model, runner, recipe, case.P, case.K, case.frames, dev, amp, gen)
+        step = train_step_fn(b.model, b.runner, recipe, case.P, case.K, case.frames, b.device, b.amp, b.gen,
+                             height, width)
         n = case.P * case.K
     else:
-        step = infer_fn(model, runner, case.batch, case.frames, dev, dtype, gen)
+        step = infer_fn(b.model, b.runner, case.batch, case.frames, b.device, b.dtype, b.gen, height, width)
         n = case.batch
 
     def timed_step():
         out = step()
-        _sync(dev)
+        _sync(b.device)
         return out
 
-    return timed_step, model, n
+    return timed_step, b.model, n
 
 
 def _prepare_model(model, channels_last: bool):
@@ -211,12 +184,13 @@ def count_flops(model, sils) -> int:
 def measure(method, *, variant: str | None = None, recipe=None, device: str = "cpu", amp: str = "none",
             compile: bool = False, channels_last: bool = False, train_batch: tuple[int, int] | None = None,
             frames: int | None = None, test_frames: int = 80, infer_batch: int = 16, steps: int = 10,
-            warmup: int = 3, height: int = 64, width: int = 44, peak: float | None = None) -> dict[str, Any]:
-    """Measure ``method`` (a registered Method) at its recipe's shapes (or the given ones)."""
-    import numpy as np
+            warmup: int = 3, peak: float | None = None) -> dict[str, Any]:
+    """Measure ``method`` (a registered Method) at its recipe's shapes (or the given ones), on
+    silhouettes of the variant's declared ``input_size``."""
     import torch
 
     from .nn import parameter_count
+    from .training.recipe import Recipe
 
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -226,69 +200,77 @@ def measure(method, *, variant: str | None = None, recipe=None, device: str = "c
     variant = variant or (recipe.variant if recipe and recipe.variant else method.default_variant)
     P, K = train_batch or ((recipe.sampler.P, recipe.sampler.K) if recipe else (8, 16))
     frames = frames or (recipe.sampler.frames if recipe else 30)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    model = _prepare_model(method.create(variant).to(dev), channels_last)
-    runner = torch.compile(model) if compile else model
-    params = parameter_count(model)
-    gen = torch.Generator().manual_seed(0)
+    height, width = method.variant_input_size(variant)
+    b = _setup(method, variant, device, amp, compile=compile, channels_last=channels_last)
     record: dict[str, Any] = {
         "kind": "bench", "method": method.name, "variant": variant, "recipe": recipe.name if recipe else None,
         "device": str(dev), "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
         "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
         "amp": amp, "compile": compile, "channels_last": channels_last,
-        "torch": torch.__version__, "cuda": torch.version.cuda, "params": params,
+        "torch": torch.__version__, "cuda": torch.version.cuda, "params": parameter_count(b.model),
         "shapes": {"train": [P * K, frames, height, width], "infer": [infer_batch, test_frames, height, width]},
         "steps": steps, "warmup": warmup,
     }
-
-    # -- training step: forward + loss + backward + optimizer step
-    from .training.recipe import Recipe
-
-    train_step = train_step_fn(model, runner, recipe or Recipe(name="bench"), P, K, frames, dev, amp, gen,
-                               height, width)
-    sils = train_step.sils
-
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    t0 = time.perf_counter()
-    train_step()
-    _sync(dev)
-    first = time.perf_counter() - t0
-    times = _timed(train_step, dev, steps, max(0, warmup - 1))
-    step_s = float(np.median(times))
-    record["train"] = {"step_s": step_s, "seq_per_s": P * K / step_s, "frames_per_s": P * K * frames / step_s,
-                       "first_step_s": first}
-    if compile:
-        record["train"]["compile_s"] = max(0.0, first - step_s)
-    if dev.type == "cuda":
-        record["train"]["peak_memory_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
-
-    # -- inference: packed batches of test-length sequences, and one sequence alone
-    infer_batch_step = infer_fn(model, runner, infer_batch, test_frames, dev, dtype, gen, height, width)
-    infer_one = infer_fn(model, runner, 1, test_frames, dev, dtype, gen, height, width)
-    one = infer_one.x
-
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    times = _timed(infer_batch_step, dev, steps, warmup)
-    batch_s = float(np.median(times))
-    latency = float(np.median(_timed(infer_one, dev, steps, warmup)))
-    flops = count_flops(model, one)
-    record["inference"] = {"batch_s": batch_s, "seq_per_s": infer_batch / batch_s, "latency_s": latency,
-                           "frames_per_s": infer_batch * test_frames / batch_s}
-    if dev.type == "cuda":
-        record["inference"]["peak_memory_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
-    record["gflops_per_sequence"] = flops / 1e9
-    record["inference"]["achieved_tflops"] = flops * record["inference"]["seq_per_s"] / 1e12
-    # training ~ 3x the forward FLOPs (forward + backward), at the training clip length
-    train_flops = 3 * count_flops(model, sils[:1]) * P * K
-    record["train"]["achieved_tflops"] = train_flops / step_s / 1e12
-    # model FLOP utilisation: achieved over the device's dense bf16 peak
-    peak = peak or peak_tflops(record["gpu"])
+    record["train"], sils = _measure_training(b, recipe or Recipe(name="bench"), P, K, frames, (height, width),
+                                              steps, warmup, compile)
+    record["inference"], one = _measure_inference(b, infer_batch, test_frames, (height, width), steps, warmup)
+    _add_flops(record, b.model, sils, one, P * K)
+    peak = peak or peak_tflops(record["gpu"])  # model FLOP utilisation: achieved over the dense bf16 peak
     record["peak_bf16_tflops"] = peak
     for section in ("train", "inference"):
         record[section]["mfu"] = record[section]["achieved_tflops"] / peak if peak else None
     return record
+
+
+def _measure_training(b: _Bench, recipe, P: int, K: int, frames: int, size: tuple[int, int], steps: int, warmup: int,
+                      compile: bool):
+    """The training step (forward + loss + backward + optimizer step): ``(figures, a batch)``."""
+    import numpy as np
+    import torch
+
+    train_step = train_step_fn(b.model, b.runner, recipe, P, K, frames, b.device, b.amp, b.gen, *size)
+    if b.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(b.device)
+    t0 = time.perf_counter()
+    train_step()
+    _sync(b.device)
+    first = time.perf_counter() - t0
+    step_s = float(np.median(_timed(train_step, b.device, steps, max(0, warmup - 1))))
+    out = {"step_s": step_s, "seq_per_s": P * K / step_s, "frames_per_s": P * K * frames / step_s,
+           "first_step_s": first}
+    if compile:
+        out["compile_s"] = max(0.0, first - step_s)
+    if b.device.type == "cuda":
+        out["peak_memory_gib"] = torch.cuda.max_memory_allocated(b.device) / 2**30
+    return out, train_step.sils
+
+
+def _measure_inference(b: _Bench, batch: int, frames: int, size: tuple[int, int], steps: int, warmup: int):
+    """Packed batches of test-length sequences, and one sequence alone: ``(figures, one input)``."""
+    import numpy as np
+    import torch
+
+    batch_step = infer_fn(b.model, b.runner, batch, frames, b.device, b.dtype, b.gen, *size)
+    one = infer_fn(b.model, b.runner, 1, frames, b.device, b.dtype, b.gen, *size)
+    if b.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(b.device)
+    batch_s = float(np.median(_timed(batch_step, b.device, steps, warmup)))
+    latency = float(np.median(_timed(one, b.device, steps, warmup)))
+    out = {"batch_s": batch_s, "seq_per_s": batch / batch_s, "latency_s": latency,
+           "frames_per_s": batch * frames / batch_s}
+    if b.device.type == "cuda":
+        out["peak_memory_gib"] = torch.cuda.max_memory_allocated(b.device) / 2**30
+    return out, one.x
+
+
+def _add_flops(record: dict[str, Any], model, train_sils, one, train_sequences: int) -> None:
+    """GFLOPs per test sequence and the achieved TFLOP/s of both sections (training counted as
+    3x the forward FLOPs at the training clip length: forward + backward)."""
+    flops = count_flops(model, one)
+    record["gflops_per_sequence"] = flops / 1e9
+    record["inference"]["achieved_tflops"] = flops * record["inference"]["seq_per_s"] / 1e12
+    train_flops = 3 * count_flops(model, train_sils[:1]) * train_sequences
+    record["train"]["achieved_tflops"] = train_flops / record["train"]["step_s"] / 1e12
 
 
 def measure_loader(store, *, P: int, K: int, frames: int, order: str = "unordered", skip: int = 0,

@@ -18,13 +18,9 @@ from .errors import DataError, GaitbenchError
 def _load_state(path: Path) -> tuple[dict[str, Any], int]:
     import torch
 
-    if not path.is_file():
-        raise DataError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise DataError(f"{path}: not loadable as a weights-only checkpoint ({type(exc).__name__}: {first})") from None
+    from .io import load_weights
+
+    payload = load_weights(path, "checkpoint")
     state = payload.get("model", payload) if isinstance(payload, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DataError(f"{path}: expected an OpenGait checkpoint (a dict whose 'model' entry is a state dict)")

@@ -132,9 +132,9 @@ def run(resume, **options):
 def train(resume_dir, **options):
     """Train METHOD under PROTOCOL and write checkpoints (no evaluation)."""
     if resume_dir:
-        from .results import read_json
+        from .io import read_json
 
-        saved = read_json(Path(resume_dir) / "run_settings.json")
+        saved = read_json(Path(resume_dir) / "run_settings.json", "run's settings file")
         for key, value in saved.items():
             if key in options and key not in {"nproc_per_node"}:
                 options[key] = value
@@ -154,31 +154,28 @@ def train(resume_dir, **options):
 @click.option("--quiet", is_flag=True)
 def embed(method, checkpoint, protocol, data_root, partition, out, device, quiet):
     """Embed the test set of PROTOCOL with a trained checkpoint."""
-    from . import load_model
-    from .protocols import resolve_protocol, resolve_split
-    from .run import RunSettings, load_store
-    from .run import embed as embed_rows, save_embeddings, select_rows
+    from . import load_model, steps
+    from .protocols import resolve_protocol
+    from .run import RunSettings
     from .training.checkpoint import read_checkpoint
     from .training.distributed import SINGLE
 
     plugins = _plugins()
     plugins.method(method)
-    proto = resolve_protocol(protocol, plugins)
+    proto = resolve_protocol(protocol, plugins.protocols())
     payload = read_checkpoint(checkpoint)
-    held = payload["method"]
-    if held != method:
-        raise GaitbenchError(f"{checkpoint} holds method {held!r}, not {method!r}")
-    settings = RunSettings(method=method, protocol=protocol, data_root=data_root, progress=not quiet)
-    store = load_store(settings, proto, SINGLE, click.echo)
-    proto = resolve_split(proto, store, partition)
-    _, test_rows = select_rows(store, proto)
-    model = load_model(checkpoint).to(device)
-    emb = embed_rows(model, store, test_rows, device=device, progress=not quiet)
+    if payload["method"] != method:
+        raise GaitbenchError(f"{checkpoint} holds method {payload['method']!r}, not {method!r}")
     metric = ((payload.get("recipe") or {}).get("eval") or {}).get("metric") or proto.evaluation.metric
     del payload
-    save_embeddings(out, emb, store.index, test_rows, method=method, protocol=proto.name, metric=metric,
-                    synthetic=store.synthetic, dataset_fingerprint=store.fingerprint, probe_set=proto.split.probe_set)
-    click.echo(f"wrote {len(test_rows)} embeddings {list(emb.shape[1:])} to {out}"
+    settings = RunSettings(method=method, protocol=protocol, data_root=data_root, progress=not quiet)
+    store = steps.open_store(settings, proto, SINGLE, click.echo)
+    selection = steps.select(store, proto, partition)
+    model = load_model(checkpoint).to(device)
+    emb = steps.embed(model, store, selection.test_rows, device=device, progress=not quiet)
+    test = steps.Embedded(emb, selection.test_rows, {}, 0.0)
+    written = steps.write_test_embeddings(out, test, store, selection, method=method, metric=metric)
+    click.echo(f"wrote {len(test.rows)} embeddings {list(emb.shape[1:])} to {written}"
                f"{' (SYNTHETIC data)' if store.synthetic else ''}")
 
 
@@ -220,102 +217,44 @@ def _parse_bytes(text: str | None) -> int | None:
 def evaluate(protocol, files, partition, stage_names, overrides, fuse, pipeline, normalize, device, max_memory,
              submission, truth, json_out):
     """Evaluate saved embeddings under PROTOCOL, without the model."""
-    import time
+    from .evaluation.pipeline import plan_evaluation
+    from .io import write_json_atomic
+    from .protocols import resolve_protocol
+    from .results.tables import describe_metrics, report_table
+    from .steps import evaluate_saved
 
-    from .evaluation.engine import evaluate as run_evaluation, write_submission
-    from .evaluation.files import load_embeddings
-    from .evaluation.pipeline import resolve_stages, split_overrides
-    from .protocols import resolve_protocol, resolve_split
-    from .results import describe_metrics, report_table, write_json_atomic
-
-    t0 = time.perf_counter()
     plugins = _plugins()
-    proto = resolve_protocol(protocol, plugins)
-    changes, stage_params = split_overrides(overrides)
-    if changes:
-        proto = proto.with_evaluation(**changes)
-    pipe = None
-    if pipeline:
-        from .evaluation.pipeline import load_pipeline
-
-        pipe = load_pipeline(pipeline, plugins)
-        if pipe.inputs and len(files) != len(pipe.inputs):
-            raise GaitbenchError(f"pipeline {pipe.name} takes {len(pipe.inputs)} embeddings files, in this order: "
-                                 f"{', '.join(pipe.inputs)}; got {len(files)}")
-        fuse, normalize = fuse or pipe.fuse or None, normalize or pipe.normalize
-        params = {k: dict(v) for k, v in pipe.params.items()}
-        for name, values in stage_params.items():  # --set stages.X.Y overrides the pipeline's
-            params.setdefault(name, {}).update(values)
-        stage_names, stage_params = list(pipe.stages) + [s for s in stage_names if s not in pipe.stages], params
-    stages = resolve_stages(list(stage_names), stage_params, plugins)
-    if len(files) > 1 and not fuse:
-        raise GaitbenchError(f"{len(files)} embeddings files given: choose how to combine them with "
-                             "--fuse concat or --fuse mean-distance")
-    if fuse and len(files) < 2:
-        raise GaitbenchError("--fuse needs at least two --embeddings files")
-    if normalize and fuse != "concat":
-        raise GaitbenchError("--normalize applies to --fuse concat")
-    datas = [load_embeddings(f) for f in files]
-    if fuse:
-        from .evaluation.fusion import fuse as fuse_embeddings
-
-        fused = fuse_embeddings(datas, mode=fuse, normalize=normalize, names=[str(f) for f in files])
-        data = {**datas[0], **fused.as_dict()}
-        arrays = fused.embeddings if fuse == "concat" else fused.members()
-    else:
-        data, arrays = datas[0], datas[0]["embeddings"]
-    proto = resolve_split(proto, None, partition, recorded_probe_set=data.get("probe_set"), recorded_from=files[0])
-    recorded = {str(d["metric"]) for d in datas if str(d.get("metric", ""))}
-    if "metric" not in changes and len(recorded) == 1 and recorded != {proto.evaluation.metric}:
-        # the distance the recipe of the run that wrote the embeddings evaluated with (GaitGL's Gait3D
-        # recipe: cos; the HID 2020 recipe: flat_euc), so that evaluating them again gives its numbers
-        metric = recorded.pop()
-        proto = proto.with_evaluation(metric=metric)
-        click.echo(f"metric {metric}: the distance the embeddings were evaluated with by their run's recipe "
-                   "(--set metric=... chooses another)")
-    load_s = time.perf_counter() - t0
-    synthetic = any(str(d.get("synthetic", "unknown")) == "True" for d in datas)
-    tag = " - SYNTHETIC DATA" if synthetic else ""
-    args = (proto, arrays, data["subjects"], data["types"], data["views"])
-    identification = proto.evaluation.kind == "identification"
-    if truth and not identification:
-        raise GaitbenchError(f"--truth scores identification protocols (hid); {proto.describe()} has labelled probes")
-    truth_map = None
-    if truth:
-        from .evaluation.identification import read_truth
-
-        truth_map = read_truth(truth)
-    if submission and not identification:
-        info = write_submission(*args, submission, device=device, stages=stages)
+    proto = resolve_protocol(protocol, plugins.protocols())
+    eplan = plan_evaluation(files, stages=stage_names, overrides=overrides, fuse=fuse, normalize=normalize,
+                            pipeline=pipeline, plugins=plugins)
+    max_bytes = _parse_bytes(max_memory)
+    done = evaluate_saved(proto, files, eplan, partition=partition, truth=truth, submission=submission, device=device,
+                          max_bytes=max_bytes, say=click.echo)
+    tag = " - SYNTHETIC DATA" if done.synthetic else ""
+    if done.report is None:  # GREW's official submission file
+        info = done.submission_info
         click.echo(f"wrote {info['probes']} probes x top {info['top']} identities (gallery {info['gallery']}) "
                    f"to {submission}{tag}")
         return
-    n = len(data["subjects"])
-    if n > 50_000:
-        budget = _parse_bytes(max_memory) or 512 * 2**20
-        click.echo(f"evaluating {n:,} sequences on {device}; distance blocks within {budget / 2**20:.0f} MB "
-                   f"(--max-memory)")
-    report = run_evaluation(*args, device=device, stages=stages, max_bytes=_parse_bytes(max_memory),
-                            truth=truth_map, truth_source=str(truth))
-    report.timings = {"load_s": round(load_s, 4), **report.timings}
-    if identification and submission:
-        from .evaluation.identification import write_predictions
-
-        write_predictions(submission, proto.evaluation, report.predictions)
+    report, proto = done.report, done.protocol
+    if report.predictions is not None and submission:
         click.echo(f"wrote {len(report.predictions.videos)} predictions (videoID,label) to {submission}{tag}")
     click.echo(f"{proto.describe()} - {describe_metrics(proto)}{tag}"
                f"{'; stages: ' + ', '.join(s['name'] for s in report.stages) if report.stages else ''}"
-               f"{'; fused (' + fuse + ')' if fuse else ''}")
+               f"{'; fused (' + eplan.fuse + ')' if eplan.fuse else ''}")
     click.echo(report_table(report))
     click.echo("timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in report.timings.items()))
     if json_out:
+        identification = proto.evaluation.kind == "identification"
         write_json_atomic(json_out, {"protocol": report.protocol, "protocol_version": report.protocol_version,
-                                     "synthetic": synthetic if all("synthetic" in d for d in datas) else None,
-                                     "metrics": report.metrics, "tables": report.tables, "timings": report.timings,
-                                     "stages": report.stages, "embeddings": [str(f) for f in files],
-                                     "fusion": {"mode": fuse, "normalize": normalize} if fuse else None,
-                                     "pipeline": {"name": pipe.name, "source": pipe.source} if pipe else None,
-                                     "metric": changes.get("metric", proto.evaluation.metric),
+                                     "synthetic": done.synthetic if done.synthetic_recorded else None,
+                                     "metrics": report.metrics, "tables": report.tables,
+                                     "timings": report.timings, "stages": report.stages,
+                                     "embeddings": [str(f) for f in files],
+                                     "fusion": {"mode": eplan.fuse, "normalize": eplan.normalize} if eplan.fuse else None,
+                                     "pipeline": {"name": eplan.pipeline.name, "source": eplan.pipeline.source}
+                                     if eplan.pipeline else None,
+                                     "metric": eplan.changes.get("metric", proto.evaluation.metric),
                                      **({"submission": submission, "truth": truth} if identification else {})})
 
 
@@ -326,9 +265,9 @@ def stages_command(as_json):
     from tabulate import tabulate
 
     rows = []
-    for name, reg in sorted(_plugins().stages().items()):
-        st = reg.obj
-        rows.append({"name": name, "plugin": reg.plugin, "transductive": st.transductive,
+    registry = _plugins().stages()
+    for name, st in registry.items():
+        rows.append({"name": name, "plugin": registry.plugin_of(name), "transductive": st.transductive,
                      "sides": getattr(st, "sides", ""), "defaults": dict(st.defaults), "description": st.description})
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
@@ -359,17 +298,19 @@ def plugins_command(as_json):
 @cli.command()
 def methods():
     """List the registered methods."""
-    plugins = _plugins()
-    for name, item in sorted(plugins.methods().items()):
-        click.echo(f"{name:<12} {item.obj.description}  [plugin {item.plugin}; variants: {', '.join(item.obj.variants)}]")
+    registry = _plugins().methods()
+    for name, method in registry.items():
+        click.echo(f"{name:<12} {method.description}  [plugin {registry.plugin_of(name)}; variants: "
+                   f"{', '.join(method.variants)}]")
+        click.echo(f"{'':<12} paper: {method.paper}")
 
 
 @cli.command()
 def protocols():
     """List the registered protocols."""
-    plugins = _plugins()
-    for name, item in sorted(plugins.protocols().items()):
-        click.echo(f"{name:<12} v{item.obj.version}  {item.obj.description}  [plugin {item.plugin}]")
+    registry = _plugins().protocols()
+    for name, proto in registry.items():
+        click.echo(f"{name:<12} v{proto.version}  {proto.description}  [plugin {registry.plugin_of(name)}]")
 
 
 @cli.command()
@@ -386,7 +327,8 @@ def protocols():
               help="Cost column for --plot: params, gflops, train_seq_s or infer_seq_s.")
 def leaderboard(runs, protocol, fmt, published, per_view, out, plot, plot_x):
     """Build a leaderboard from RUNS (run directories, searched recursively, or result.json files)."""
-    from .leaderboard import build_tables, load_published, load_records, per_view_table, render
+    from .results.leaderboard import build_tables, load_published, per_view_table, render
+    from .results.record import load_records
 
     records = load_records(runs)
     pub = load_published() if published else None
@@ -394,7 +336,7 @@ def leaderboard(runs, protocol, fmt, published, per_view, out, plot, plot_x):
         from tabulate import tabulate
 
         if protocol:
-            records = [r for r in records if r["protocol"] == protocol]
+            records = [r for r in records if getattr(r, "protocol", None) == protocol]
         frame = per_view_table(records, pub)
         text = {"markdown": lambda: tabulate(frame, headers="keys", tablefmt="github", showindex=False, floatfmt=".1f"),
                 "latex": lambda: tabulate(frame, headers="keys", tablefmt="latex_booktabs", showindex=False,
@@ -406,7 +348,7 @@ def leaderboard(runs, protocol, fmt, published, per_view, out, plot, plot_x):
         tables = build_tables(records, protocol, pub)
         text = render(tables, fmt)
         if plot and tables:
-            from .plots import accuracy_vs_cost
+            from .results.plots import accuracy_vs_cost
 
             frame = tables[0].frame
             metric = next((c for c in frame.columns if "rank1" in c or c in {"mAP"}), None)
@@ -429,12 +371,13 @@ def compare_command(run_a, run_b):
     """Per-metric and per-view differences between two runs (B - A)."""
     from tabulate import tabulate
 
-    from .leaderboard import compare, load_records
+    from .results.leaderboard import compare
+    from .results.record import read_run
 
-    (a,), (b,) = load_records([run_a]), load_records([run_b])
-    if a["protocol"] != b["protocol"]:
-        raise GaitbenchError(f"the runs use different protocols ({a['protocol']} and {b['protocol']}): not comparable")
-    if (a.get("dataset") or {}).get("fingerprint") != (b.get("dataset") or {}).get("fingerprint"):
+    a, b = read_run(run_a), read_run(run_b)
+    if a.protocol != b.protocol:
+        raise GaitbenchError(f"the runs use different protocols ({a.protocol} and {b.protocol}): not comparable")
+    if a.dataset.fingerprint != b.dataset.fingerprint:
         click.echo("note: the runs used different datasets (fingerprints differ)")
     metrics, per_view = compare(a, b)
     click.echo(tabulate(metrics, headers="keys", tablefmt="github", showindex=False,
@@ -485,7 +428,7 @@ def bench(method, variant, protocol, recipe, device, amp, compile_, channels_las
           infer_batch, steps, warmup, data, workers, peak_tflops, json_out):
     """Measure training and inference throughput, latency, memory, parameters and FLOPs."""
     from .bench import measure
-    from .results import write_json_atomic
+    from .io import write_json_atomic
     from .training.recipe import resolve_recipe
 
     m = _plugins().method(method)
@@ -539,7 +482,7 @@ def bench(method, variant, protocol, recipe, device, amp, compile_, channels_las
 @click.option("--png", is_flag=True, help="Embed PNG images instead of SVG.")
 def report(run_dir, out, png):
     """Write one self-contained HTML report of a run (tables and plots inline, no network)."""
-    from .report import write_report
+    from .results.report import write_report
 
     path = write_report(Path(run_dir), Path(out) if out else None, image_format="png" if png else "svg")
     click.echo(f"wrote {path}")
@@ -636,10 +579,10 @@ def data_check(root, protocol, partition, json_out, quick):
 
     from .data.check import check_dataset, format_report
     from .data.store import open_store
+    from .io import write_json_atomic
     from .protocols import resolve_protocol, resolve_split
-    from .results import write_json_atomic
 
-    proto = resolve_protocol(protocol)
+    proto = resolve_protocol(protocol, _plugins().protocols())
     store = open_store(root)
     proto = resolve_split(proto, store, partition)
     report = check_dataset(store, proto, read_frames=not quick, progress=True)

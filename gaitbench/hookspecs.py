@@ -34,12 +34,6 @@ def register_stages(register):
 
 
 @hookspec
-def register_throughput_cases(register):
-    """Register the shapes a method's speed is measured at: call ``register(case)`` with a
-    ``gaitbench.ThroughputCase``."""
-
-
-@hookspec
 def register_commands(cli):
     """Add commands to the ``gaitbench`` click group ``cli``."""
 

@@ -21,7 +21,9 @@ from typing import Any, Callable, Iterable
 import pluggy
 
 from . import hookspecs
+from .contracts import Method, Stage, ThroughputCase
 from .errors import GaitbenchError, PluginError, did_you_mean
+from .registry import Registry
 
 ENTRY_POINT_GROUP = "gaitbench"
 CORE_PLUGIN = "gaitbench.builtin"
@@ -51,15 +53,6 @@ class PluginInfo:
         }
 
 
-@dataclass(frozen=True)
-class Registered:
-    """One registered item and the plugin that gave it."""
-
-    name: str
-    obj: Any
-    plugin: str
-
-
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -86,23 +79,22 @@ def _entry_points() -> list[metadata.EntryPoint]:
 class Plugins:
     """The typed facade over pluggy: call sites read like ordinary function calls.
 
-    Registries (methods, protocols, stages) are collected lazily on first use, one plugin at a
-    time, so a failing plugin is named and the others still count.
+    Registries (:class:`gaitbench.registry.Registry` of methods, protocols, stages, pipelines,
+    throughput cases) are collected lazily on first use, one plugin at a time, so a failing plugin
+    is named and the others still count.
     """
 
     def __init__(self, pm: pluggy.PluginManager, infos: dict[str, PluginInfo], strict: bool):
         self.pm = pm
         self.infos = infos
         self.strict = strict
-        self._registries: dict[str, dict[str, Registered]] = {}
-        self._duplicate_errors: dict[str, list[str]] = {}
+        self._registries: dict[str, Registry] = {}
 
     # -- collector hooks -------------------------------------------------------------------
-    def _collect(self, hook_name: str, kind: str, validate: Callable[[Any, str], tuple[str, Any]]):
+    def _collect(self, hook_name: str, kind: str, validate: Callable[[Any, str], tuple[str, Any]]) -> Registry:
         if hook_name in self._registries:
             return self._registries[hook_name]
-        registry: dict[str, Registered] = {}
-        duplicates: list[str] = []
+        registry: Registry = Registry(kind, describe=self.describe)
         caller = getattr(self.pm.hook, hook_name)
         # pluggy calls last-registered first; we call in load order, one plugin at a time.
         for impl in reversed(caller.get_hookimpls()):
@@ -111,15 +103,8 @@ class Plugins:
 
             def register(obj, _plugin=plugin, _info=info):
                 name, value = validate(obj, _plugin)
-                if name in registry and registry[name].plugin != _plugin:
-                    other = registry[name].plugin
-                    duplicates.append(
-                        f"{kind} {name!r} is registered by two plugins: {self.describe(other)} and "
-                        f"{self.describe(_plugin)}; disable one with GAITBENCH_DISABLE_PLUGINS"
-                    )
-                    return
-                registry[name] = Registered(name, value, _plugin)
-                _info.registered.setdefault(kind, []).append(name)
+                if registry.add(name, value, _plugin):
+                    _info.registered.setdefault(kind, []).append(name)
 
             try:
                 impl.function(register=register)
@@ -130,16 +115,12 @@ class Plugins:
                     raise PluginError(f"plugin {self.describe(plugin)}: {message}") from exc
                 _warn(f"plugin {self.describe(plugin)}: {message}")
         self._registries[hook_name] = registry
-        self._duplicate_errors[hook_name] = duplicates
         return registry
 
-    def _checked(self, hook_name: str, kind: str, validate) -> dict[str, Registered]:
-        registry = self._collect(hook_name, kind, validate)
-        if self._duplicate_errors.get(hook_name):
-            raise PluginError("; ".join(self._duplicate_errors[hook_name]))
-        return registry
+    def _checked(self, hook_name: str, kind: str, validate) -> Registry:
+        return self._collect(hook_name, kind, validate).check()
 
-    def _typed(self, hook_name: str, kind: str, cls, key) -> dict[str, Registered]:
+    def _typed(self, hook_name: str, kind: str, cls, key) -> Registry:
         """A registry whose items must be instances of ``cls``, named by ``key(obj)``."""
 
         def validate(obj, plugin):
@@ -149,18 +130,14 @@ class Plugins:
 
         return self._checked(hook_name, kind, validate)
 
-    def methods(self) -> dict[str, Registered]:
-        from .methods import Method
-
+    def methods(self) -> Registry[Method]:
         return self._typed("register_methods", "method", Method, lambda m: m.name)
 
-    def method(self, name: str):
-        methods = self.methods()
-        if name not in methods:
-            raise GaitbenchError(did_you_mean(name, methods, "method"))
-        return methods[name].obj
+    def method(self, name: str) -> Method:
+        """The method registered as ``name`` (an unknown name: "did you mean" and the list)."""
+        return self.methods().get(name)
 
-    def protocols(self) -> dict[str, Registered]:
+    def protocols(self) -> Registry:
         from .protocols import Protocol, load_protocol
 
         def validate(obj, plugin):
@@ -169,16 +146,32 @@ class Plugins:
 
         return self._checked("register_protocols", "protocol", validate)
 
-    def stages(self) -> dict[str, Registered]:
-        from .evaluation.stages import Stage
-
+    def stages(self) -> Registry[Stage]:
         return self._typed("register_stages", "stage", Stage, lambda st: st.name)
 
-    def throughput_cases(self) -> dict[str, Registered]:
-        """``{"<method>/<name>": Registered(ThroughputCase)}``."""
-        from .bench import ThroughputCase
+    def _from_methods(self, key: str, kind: str, items: Callable[[Method], Iterable[tuple[str, Any]]]) -> Registry:
+        """A registry of what the methods carry (their throughput cases, their pipelines), each
+        attributed to the method's plugin."""
+        if key not in self._registries:
+            registry: Registry = Registry(kind, describe=self.describe)
+            methods = self.methods()
+            for name in methods:
+                plugin = methods.plugin_of(name)
+                for item_name, item in items(methods.get(name)):
+                    if registry.add(item_name, item, plugin):
+                        self.infos.setdefault(plugin, PluginInfo(name=plugin)).registered.setdefault(kind, []).append(
+                            item_name)
+            self._registries[key] = registry
+        return self._registries[key].check()
 
-        return self._typed("register_throughput_cases", "throughput case", ThroughputCase, lambda c: c.id)
+    def throughput_cases(self) -> Registry[ThroughputCase]:
+        """Every method's throughput cases, by ``"<method>/<name>"``."""
+        return self._from_methods("throughput_cases", "throughput case",
+                                  lambda m: ((c.id, c) for c in m.throughput_cases))
+
+    def pipelines(self) -> Registry:
+        """The evaluation pipeline files the methods ship, by pipeline name."""
+        return self._from_methods("pipelines", "pipeline", lambda m: m.pipelines.items())
 
     def add_commands(self, cli) -> None:
         for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):
@@ -216,7 +209,7 @@ class Plugins:
 
     def info(self) -> list[PluginInfo]:
         # Make the registries known so the listing can say what each plugin registered.
-        for collect in (self.methods, self.protocols, self.stages, self.throughput_cases):
+        for collect in (self.methods, self.protocols, self.stages, self.throughput_cases, self.pipelines):
             try:
                 collect()
             except GaitbenchError as exc:
@@ -252,11 +245,12 @@ def build_plugin_manager(extra: Iterable[tuple[str, Any]] = (), *, entry_points:
         pm.enable_tracing()
     infos: dict[str, PluginInfo] = {}
 
-    from . import builtin, __version__
+    from . import builtin
+    from .io import package_version
 
     pm.register(builtin, name=CORE_PLUGIN)
     infos[CORE_PLUGIN] = PluginInfo(
-        CORE_PLUGIN, "gaitbench", __version__, builtin.__name__, _hooks_of(pm, builtin)
+        CORE_PLUGIN, "gaitbench", package_version(), builtin.__name__, _hooks_of(pm, builtin)
     )
 
     only = {d.lower() for d in distributions} if distributions is not None else None

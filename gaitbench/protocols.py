@@ -326,20 +326,12 @@ class _ProtocolHead:
     reference: str = ""
 
 
-def resolve_protocol(name_or_path: str, plugins=None) -> Protocol:
-    """A registered protocol by name, or a protocol file by path."""
-    if name_or_path.endswith(".toml") or "/" in name_or_path:
-        path = Path(name_or_path)
-        if not path.is_file():
-            raise ConfigError(f"protocol file not found: {path}")
-        return load_protocol(path)
-    from .errors import did_you_mean
-    from .plugins import get_plugins
+def resolve_protocol(name_or_path: str, protocols) -> Protocol:
+    """A protocol from ``protocols`` (the registry of registered protocols) by name, or a protocol
+    file by path."""
+    from .registry import resolve_name_or_path
 
-    protocols = (plugins or get_plugins()).protocols()
-    if name_or_path not in protocols:
-        raise ConfigError(did_you_mean(name_or_path, protocols, "protocol"))
-    return protocols[name_or_path].obj
+    return resolve_name_or_path(name_or_path, protocols, load_protocol, "protocol")
 
 
 def resolve_split(protocol: Protocol, store=None, partition: str | Path | None = None,

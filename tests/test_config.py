@@ -9,7 +9,8 @@ import pytest
 import gaitbench
 from gaitbench.errors import ConfigError, DataError
 from gaitbench.plugins import get_plugins
-from gaitbench.protocols import load_partition, load_protocol, resolve_protocol
+from gaitbench import get_protocol
+from gaitbench.protocols import load_partition, load_protocol
 from gaitbench.training.recipe import load_recipe, resolve_recipe
 
 PROTOCOLS = Path(gaitbench.__file__).parents[1] / "protocols"
@@ -83,9 +84,9 @@ def test_protocol_file_typos_are_errors(tmp_path):
 def test_user_protocol_by_path_and_unknown_name(tmp_path):
     p = tmp_path / "mine.toml"
     p.write_text((PROTOCOLS / "casiab.toml").read_text().replace('name = "casiab"', 'name = "mine"'))
-    assert resolve_protocol(str(p)).name == "mine"
+    assert get_protocol(str(p)).name == "mine"
     with pytest.raises(ConfigError, match=r"did you mean 'casiab'\?"):
-        resolve_protocol("casia-b")
+        get_protocol("casia-b")
 
 
 def test_partition_file(tmp_path):

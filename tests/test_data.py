@@ -200,7 +200,7 @@ def test_embedding_batches_follow_the_device_frame_budget(small_synth, monkeypat
     import torch
 
     import gaitbench.data.sampling as sampling
-    from gaitbench.run import default_frame_budget, embed
+    from gaitbench.steps import default_frame_budget, embed
 
     assert default_frame_budget("cpu") == 128 and default_frame_budget("cuda:0") == 4096
     store, _ = small_synth
@@ -230,7 +230,7 @@ def test_embedding_batches_follow_the_device_frame_budget(small_synth, monkeypat
 def test_prefetched_keeps_order_raises_where_it_failed_and_stops_early():
     import threading
 
-    from gaitbench.run import prefetched
+    from gaitbench.steps import prefetched
 
     assert list(prefetched(iter(range(50)), depth=3)) == list(range(50))
 
@@ -254,7 +254,7 @@ def test_prefetched_keeps_order_raises_where_it_failed_and_stops_early():
 def test_embedding_from_uint8_equals_the_float_path(small_synth):
     import torch
 
-    from gaitbench.run import embed
+    from gaitbench.steps import embed
 
     store, _ = small_synth
     rows = np.arange(10, 40)

@@ -18,7 +18,8 @@ from gaitbench.data.sampling import TripletSampler
 from gaitbench.data.store import PklTreeStore, cut_sides, open_store
 from gaitbench.data.synthetic import SynthSpec, generate
 from gaitbench.errors import DataError
-from gaitbench.protocols import resolve_protocol, resolve_split
+from gaitbench import get_protocol
+from gaitbench.protocols import resolve_split
 
 from .conftest import run_cli
 
@@ -96,7 +97,7 @@ def test_check_names_partition_ids_not_on_disk(tiny_tree, tmp_path):
     store, _, _ = tiny_tree
     part = tmp_path / "p.json"
     part.write_text(json.dumps({"TRAIN_SET": ["001", "002", "999"], "TEST_SET": [f"{i:03d}" for i in range(7, 13)]}))
-    proto = resolve_split(resolve_protocol("casiab"), store, part)
+    proto = resolve_split(get_protocol("casiab"), store, part)
     report = check_dataset(store, proto)
     assert report.ok
     assert any("ids of the partition are not on disk: 999" in w for w in report.warnings)

@@ -9,7 +9,7 @@ import torch
 
 from gaitbench.errors import DataError
 from gaitbench.evaluation.distance import part_distance
-from gaitbench.evaluation.files import load_embeddings
+from gaitbench.evaluation.embeddings import read_embeddings as load_embeddings
 from gaitbench.evaluation.fusion import MeanDistanceInput, fuse
 from gaitbench.evaluation.rerank import rerank_matrix
 from gaitbench.evaluation.stages import StageInput, run_stages
@@ -86,12 +86,12 @@ def test_rerank_and_qe_run_on_a_mean_distance_input():
     x = torch.from_numpy(fused.embeddings)
     stages = get_plugins().stages()
     data = fused.stage_input(x[:15], x[15:], "euc")
-    dist, _ = run_stages(data, [(stages["rerank"].obj, {"preset": "opengait-hid"})])
+    dist, _ = run_stages(data, [(stages.get("rerank"), {"preset": "opengait-hid"})])
     full = (part_distance(a["embeddings"], a["embeddings"]) + part_distance(b["embeddings"], b["embeddings"])) / 2
     full = np.minimum(full, full.T)
     expected = rerank_matrix(full, 15, k1=6, k2=6, lambda_value=0.3, squared=False)
     assert torch.allclose(dist, expected, atol=1e-5, rtol=0)
-    qe, _ = run_stages(fused.stage_input(x[:15], x[15:], "euc"), [(stages["aqe"].obj, {"n": 2})])
+    qe, _ = run_stages(fused.stage_input(x[:15], x[15:], "euc"), [(stages.get("aqe"), {"n": 2})])
     assert qe.shape == (15, 45)
 
 

@@ -16,11 +16,11 @@ from gaitbench.data.synthetic import SynthSpec, generate, plan_dataset
 from gaitbench.errors import DataError
 from gaitbench.evaluation.engine import evaluate
 from gaitbench.evaluation.identification import read_truth, write_predictions
-from gaitbench.protocols import resolve_protocol
+from gaitbench import get_protocol
 
 
 def hid():
-    return resolve_protocol("hid")
+    return get_protocol("hid")
 
 
 def labelled(subjects, types, views=None):
@@ -86,7 +86,7 @@ def test_stages_change_the_predictions_and_are_recorded():
     from gaitbench.plugins import get_plugins
 
     emb, subj, typ, vw = toy()
-    stages = resolve_stages(["rerank"], {"rerank": {"preset": "opengait-hid"}}, get_plugins())
+    stages = resolve_stages(["rerank"], {"rerank": {"preset": "opengait-hid"}}, get_plugins().stages())
     report = evaluate(hid(), emb, subj, typ, vw, stages=stages)
     assert [s["name"] for s in report.stages] == ["rerank"] and report.stages[0]["params"]["k1"] == 6
     assert len(report.predictions.predicted) == 4
@@ -218,7 +218,8 @@ def test_truth_is_refused_for_protocols_with_labelled_probes(tmp_path):
 
 
 def test_pretreat_raw_hid_tree_into_opengait_s_hid_layout(tmp_path):
-    from gaitbench.data.pretreat import list_sequences, pretreat_tree
+    from gaitbench.data.layouts import list_sequences
+    from gaitbench.data.pretreat import pretreat_tree
     from gaitbench.data.store import open_store
 
     rng = np.random.default_rng(0)

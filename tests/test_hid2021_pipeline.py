@@ -34,7 +34,7 @@ NOISE = 1.0  # rank-1 points: a single regime's mean over the seeds is this nois
 
 
 def as_file(d) -> dict:
-    """A :func:`hid_like_embeddings` set as ``load_embeddings`` returns a file (unique labels)."""
+    """A :func:`hid_like_embeddings` set as ``read_embeddings`` returns a file (unique labels)."""
     n = len(d.subjects)
     return {"embeddings": d.embeddings, "subjects": d.subjects.astype(str),
             "types": np.where(np.arange(n) < len(d.gallery), "gallery", "probe"),
@@ -52,8 +52,8 @@ def rank1(emb: np.ndarray, d, stages) -> float:
 def case(difficulty: float, probes: int, seed: int) -> dict[str, float]:
     """Rank-1 of every step for one synthetic test set (two "models" of the same sequences)."""
     plugins = get_plugins()
-    pipe = load_pipeline("hid2021", plugins)  # the shipped file: fusion concat, cluster-qe, rerank
-    stages = resolve_stages(pipe.stages, pipe.params, plugins)
+    pipe = load_pipeline("hid2021", plugins.pipelines())  # the shipped file: fusion concat, cluster-qe, rerank
+    stages = resolve_stages(pipe.stages, pipe.params, plugins.stages())
     qe, rerank = stages
     assert [s.name for s, _ in stages] == ["cluster-qe", "rerank"] and pipe.fuse == "concat"
     a, b = (hid_like_embeddings(probes_per_id=probes, difficulty=difficulty, model=m, seed=seed) for m in (0, 1))
@@ -89,8 +89,8 @@ def test_hid_like_embeddings_shapes_determinism_and_calibration():
 
 def test_pipeline_file_states_the_cluster_qe_defaults():
     plugins = get_plugins()
-    pipe = load_pipeline("hid2021", plugins)
-    assert pipe.params["cluster-qe"] == dict(plugins.stages()["cluster-qe"].obj.defaults)
+    pipe = load_pipeline("hid2021", plugins.pipelines())
+    assert pipe.params["cluster-qe"] == dict(plugins.stages().get("cluster-qe").defaults)
     assert pipe.params["rerank"] == {"preset": "opengait-hid"}
 
 

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from gaitbench.errors import GaitbenchError
-from gaitbench.leaderboard import build_tables, compare, load_published, load_records, per_view_table, render
+from gaitbench.results.leaderboard import build_tables, compare, load_published, per_view_table, render
+from gaitbench.results.record import load_records
 
 from .conftest import run_cli
 
@@ -23,7 +24,8 @@ def base_record(small_synth, tmp_path_factory):
     out = tmp_path_factory.mktemp("lb") / "run"
     return execute(RunSettings(method="gaitset", protocol="casiab", data_root=str(store.root), partition=str(partition),
                                recipe="quick", iterations=1, out=str(out), progress=False,
-                               overrides=["sampler.P=4", "sampler.K=4", "sampler.frames=6"]), echo=lambda s: None)
+                               overrides=["sampler.P=4", "sampler.K=4", "sampler.frames=6"]),
+                   echo=lambda s: None).to_json()
 
 
 def variant(record, seed=0, shift=0.0, **changes):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import gaitbench
-from gaitbench.errors import GaitbenchError, PluginError
+from gaitbench.errors import ConfigError, GaitbenchError, PluginError
 from gaitbench.plugins import build_plugin_manager, get_plugins
 
 from .conftest import use_plugins
@@ -35,7 +36,7 @@ class MethodPlugin:
 
 def test_builtin_method_comes_through_entry_point():
     plugins = get_plugins()
-    assert plugins.methods()["gaitset"].plugin == "gaitset"
+    assert plugins.methods().plugin_of("gaitset") == "gaitset"
     info = {i.name: i for i in plugins.info()}["gaitset"]
     assert info.distribution == "gaitbench" and info.registered["method"] == ["gaitset"]
     assert gaitbench.list_methods("gait*") == ["gaitgl", "gaitmask", "gaitpart", "gaitset"]
@@ -46,7 +47,7 @@ def test_hook_register_methods():
     plugins = use_plugins(("extra", MethodPlugin("alpha", "beta")))
     methods = plugins.methods()
     assert {"alpha", "beta", "gaitset"} <= set(methods)
-    assert methods["alpha"].plugin == "extra"
+    assert methods.plugin_of("alpha") == "extra"
     assert gaitbench.list_methods("a*") == ["alpha"]
 
 
@@ -101,7 +102,7 @@ def test_hook_typo_is_reported(capsys, monkeypatch):
 def test_disable_plugins_switch(monkeypatch):
     monkeypatch.setenv("GAITBENCH_DISABLE_PLUGINS", "gaitset, gaitpart,gaitgl,gaitmask, extra")
     plugins = use_plugins(("extra", MethodPlugin("alpha")))
-    assert plugins.methods() == {}
+    assert len(plugins.methods()) == 0
 
 
 def test_registering_a_wrong_type_is_reported(capsys):
@@ -128,8 +129,8 @@ def test_hook_register_protocols(tmp_path):
 
     plugins = use_plugins(("protos", P()))
     protocols = plugins.protocols()
-    assert protocols["mine"].plugin == "protos" and protocols["casiab"].plugin == "gaitbench.builtin"
-    assert protocols["mine"].obj.evaluation.views == protocols["casiab"].obj.evaluation.views
+    assert protocols.plugin_of("mine") == "protos" and protocols.plugin_of("casiab") == "gaitbench.builtin"
+    assert protocols.get("mine").evaluation.views == protocols.get("casiab").evaluation.views
 
 
 def test_hook_register_stages():
@@ -148,40 +149,42 @@ def test_hook_register_stages():
             register(stage)
 
     plugins = use_plugins(("stages", S()))
-    registered = plugins.stages()["identity"]
-    assert registered.obj is stage and registered.plugin == "stages"
+    registered = plugins.stages()
+    assert registered.get("identity") is stage and registered.plugin_of("identity") == "stages"
     assert plugins.infos["stages"].registered["stage"] == ["identity"]
     # the registered stage runs as the evaluation runs stages
     g = torch.Generator().manual_seed(0)
     probe, gallery = torch.randn(3, 4, 2, generator=g), torch.randn(5, 4, 2, generator=g)
-    distance, records = run_stages(StageInput(probe, gallery, "euc"), [(registered.obj, {})])
+    distance, records = run_stages(StageInput(probe, gallery, "euc"), [(registered.get("identity"), {})])
     assert torch.equal(distance, StageInput(probe, gallery, "euc").current_distance())
     assert [r["name"] for r in records] == ["identity"]
 
 
-def test_hook_register_throughput_cases(capsys):
-    case = gaitbench.ThroughputCase("gaitset", "tiny-train", "train", "quick", frames=4, P=2, K=2, recipe="quick")
+def test_a_method_carries_its_throughput_cases_and_pipelines(tmp_path):
+    """Throughput cases and pipelines come with the Method that owns them (no second hook naming
+    the method by string); the registries attribute them to the method's plugin."""
+    cases = gaitbench.ThroughputCase.standard("tiny", "quick", P=2, K=2, frames=4, recipe="quick")
+    pipe = tmp_path / "mine.toml"
+    pipe.write_text('name = "mine"\nstages = ["rerank"]\n')
+    base = get_plugins().method("gaitset")
+    method = dataclasses.replace(base, name="cased", throughput_cases=cases, pipelines={"mine": pipe})
 
     class T:
         @gaitbench.hookimpl
-        def register_throughput_cases(self, register):
-            register(case)
+        def register_methods(self, register):
+            register(method)
 
     plugins = use_plugins(("cases", T()))
-    cases = plugins.throughput_cases()
-    assert cases["gaitset/tiny-train"].obj is case and cases["gaitset/tiny-train"].plugin == "cases"
-    assert {"gaitgl/casiab-train", "gaitgl/oumvlp-train", "gaitset/casiab-infer-1x80"} <= set(cases)
+    registry = plugins.throughput_cases()
+    assert registry.get("cased/tiny-train") == dataclasses.replace(cases[0], method="cased")
+    assert registry.plugin_of("cased/tiny-train") == "cases"
+    assert {"gaitgl/casiab-train", "gaitgl/oumvlp-train", "gaitset/casiab-infer-1x80"} <= set(registry)
+    assert plugins.pipelines().get("mine") == pipe and plugins.pipelines().plugin_of("hid2021") == "gaitmask"
+    assert plugins.infos["cases"].registered["throughput case"] == [c.id for c in method.throughput_cases]
     with pytest.raises(ValueError, match="kind must be"):
-        gaitbench.ThroughputCase("m", "x", "training", "v", frames=1)
-
-    class Bad:
-        @gaitbench.hookimpl
-        def register_throughput_cases(self, register):
-            register({"method": "gaitset"})
-
-    cases = use_plugins(("bad", Bad())).throughput_cases()  # the bad plugin costs a warning, not the CLI
-    assert "plugin 'bad': register_throughput_cases failed" in capsys.readouterr().err
-    assert "gaitset/casiab-train" in cases
+        gaitbench.ThroughputCase("x", "training", "v", frames=1)
+    with pytest.raises(ConfigError, match="throughput case 'x-train' uses unknown variant 'huge'"):
+        dataclasses.replace(base, throughput_cases=gaitbench.ThroughputCase.standard("x", "huge", P=2, K=2))
 
 
 def test_hook_register_commands():
@@ -273,5 +276,5 @@ def test_plugins_json_lists_everything():
     listing = {p["name"]: p for p in json.loads(result.output)}
     assert listing["gaitset"]["registered"] == {"method": ["gaitset"], "throughput case": [
         "gaitset/casiab-infer-16x80", "gaitset/casiab-infer-1x80", "gaitset/casiab-train"]}
-    assert listing["gaitset"]["hooks"] == ["register_methods", "register_throughput_cases"]
+    assert listing["gaitset"]["hooks"] == ["register_methods"]
     assert "casiab" in listing["gaitbench.builtin"]["registered"]["protocol"]

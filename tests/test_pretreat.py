@@ -12,17 +12,9 @@ import pytest
 import cv2  # noqa: E402  (a dependency of gaitbench)
 
 from gaitbench.data import pretreat as pt  # noqa: E402
-from gaitbench.data.pretreat import (  # noqa: E402
-    PngTreeStore,
-    list_casiab,
-    list_gait3d,
-    list_grew,
-    list_oumvlp,
-    list_sequences,
-    pretreat_frame,
-    pretreat_sequence,
-    pretreat_tree,
-)
+from gaitbench.data.layouts import list_casiab, list_gait3d, list_grew, list_oumvlp, list_sequences  # noqa: E402
+from gaitbench.data.pretreat import pretreat_frame, pretreat_sequence, pretreat_tree  # noqa: E402
+from gaitbench.data.store import PngTreeStore  # noqa: E402
 from gaitbench.data.safe_pickle import load_array_pickle  # noqa: E402
 from gaitbench.data.store import PklTreeStore, open_store  # noqa: E402
 from gaitbench.errors import DataError  # noqa: E402
@@ -268,7 +260,7 @@ def test_rerun_skips_finished_sequences_and_ignores_leftover_temp_files(raw, tmp
     # an interrupted run: one output missing, its half-written temporary file left behind
     done = dest / "001" / "nm-01" / "090" / "090.pkl"
     done.unlink()
-    leftover = done.with_name(".090.pkl.12345.tmp")
+    leftover = done.with_name(".090.pkl.tmp-12345")
     leftover.write_bytes(b"half a pickle")
     assert len(PklTreeStore(dest)) == 2  # the temp file is not mistaken for a sequence
     summary = pretreat_tree(raw, dest, "casiab", workers=1, progress=False)

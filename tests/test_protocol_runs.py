@@ -85,16 +85,16 @@ def test_grew_submission_from_a_run(layouts, tmp_path):
 def test_default_recipe_follows_the_protocol_then_the_dataset():
     from gaitbench.errors import GaitbenchError
     from gaitbench.plugins import get_plugins
-    from gaitbench.protocols import resolve_protocol
-    from gaitbench.run import default_recipe
+    from gaitbench import get_protocol
+    from gaitbench.steps import default_recipe
 
     gaitset, gaitpart = get_plugins().method("gaitset"), get_plugins().method("gaitpart")
-    assert default_recipe(gaitset, resolve_protocol("casiab-crossview"), synthetic=False) == "casiab"
-    assert default_recipe(gaitset, resolve_protocol("gait3d"), synthetic=False) == "gait3d"
-    assert default_recipe(gaitset, resolve_protocol("gait3d"), synthetic=True) == "quick"
-    assert default_recipe(gaitpart, resolve_protocol("gait3d"), synthetic=False) == "gait3d"
+    assert default_recipe(gaitset, get_protocol("casiab-crossview"), synthetic=False) == "casiab"
+    assert default_recipe(gaitset, get_protocol("gait3d"), synthetic=False) == "gait3d"
+    assert default_recipe(gaitset, get_protocol("gait3d"), synthetic=True) == "quick"
+    assert default_recipe(gaitpart, get_protocol("gait3d"), synthetic=False) == "gait3d"
     # no recipe named after the protocol: the one that declares it (the HID reports' recipes)
-    hid = resolve_protocol("hid")
+    hid = get_protocol("hid")
     assert default_recipe(get_plugins().method("gaitgl"), hid, synthetic=False) == "hid2020"
     assert default_recipe(get_plugins().method("gaitmask"), hid, synthetic=False) == "hid2021"
     with pytest.raises(GaitbenchError, match="no recipe for protocol 'hid'.*--recipe"):

@@ -15,27 +15,28 @@ from gaitbench.errors import ConfigError, DataError
 from gaitbench.evaluation.engine import evaluate, write_submission
 from gaitbench.evaluation.reference import reference_cross_view, reference_part_distance, reference_rank_metrics
 from gaitbench.evaluation.retrieval import score_block
-from gaitbench.protocols import Split, load_protocol, resolve_protocol, resolve_split
+from gaitbench import get_protocol
+from gaitbench.protocols import Split, load_protocol, resolve_split
 
 BUILTIN = ["casiab", "casiab-st", "casiab-mt", "casiab-crossview", "oumvlp", "grew", "gait3d"]
 
 
 def test_every_builtin_protocol_loads_with_a_version():
     for name in BUILTIN:
-        proto = resolve_protocol(name)
+        proto = get_protocol(name)
         assert proto.name == name and proto.version.count(".") == 2
 
 
 def test_split_variants_and_id_syntax():
-    st, mt = resolve_protocol("casiab-st"), resolve_protocol("casiab-mt")
+    st, mt = get_protocol("casiab-st"), get_protocol("casiab-mt")
     assert st.split.ids("train") == {f"{i:03d}" for i in range(1, 25)}
     assert st.split.ids("test") == {f"{i:03d}" for i in range(25, 125)}
     assert mt.split.ids("train") == {f"{i:03d}" for i in range(1, 63)}
     assert mt.split.ids("test") == {f"{i:03d}" for i in range(63, 125)}
-    ou = resolve_protocol("oumvlp").split
+    ou = get_protocol("oumvlp").split
     assert len(ou.ids("train")) == 5153 and len(ou.ids("test")) == 5154
     assert "10307" in ou.ids("test") and "10305" in ou.ids("train") and not ou.ids("train") & ou.ids("test")
-    grew = resolve_protocol("grew").split
+    grew = get_protocol("grew").split
     avail = ["00001train", "00002train", "00001", "00042", "probe", "junk"]
     assert grew.ids("train", avail) == {"00001train", "00002train"}
     assert grew.ids("test", avail) == {"00001", "00042", "probe"}
@@ -44,7 +45,7 @@ def test_split_variants_and_id_syntax():
 
 
 def test_gait3d_needs_a_partition(tmp_path):
-    proto = resolve_protocol("gait3d")
+    proto = get_protocol("gait3d")
     with pytest.raises(DataError, match="--partition.*PROBE_SET"):
         resolve_split(proto, None)
     part = tmp_path / "Gait3D.json"
@@ -60,7 +61,7 @@ def test_gait3d_needs_a_partition(tmp_path):
 
 
 def test_protocol_validation_errors(tmp_path):
-    text = resolve_protocol("gait3d").source
+    text = get_protocol("gait3d").source
     body = open(text).read()
     bad = tmp_path / "bad.toml"
     bad.write_text(body.replace("ranks = [1, 5, 10]", "ranks = [1, 5, 100]"))
@@ -81,7 +82,7 @@ def _line(positions):
 
 
 def _gait3d(probe_keys):
-    proto = resolve_protocol("gait3d")
+    proto = get_protocol("gait3d")
     return replace(proto, split=Split(partition="dataset", probe_set=list(probe_keys), source="test"))
 
 
@@ -157,7 +158,7 @@ def test_cross_view_gallery_matches_the_reference():
     subj, typ, vw = (np.array(c) for c in zip(*rows))
     emb = rng.normal(size=(len(rows), 16, 2)).astype(np.float32)
     emb += 1.5 * rng.normal(size=(8, 1, 16, 2)).astype(np.float32).repeat(66, 0).reshape(-1, 16, 2)  # subject signal
-    report = evaluate(resolve_protocol("casiab-crossview"), emb, subj, typ, vw)
+    report = evaluate(get_protocol("casiab-crossview"), emb, subj, typ, vw)
     gal = np.flatnonzero(np.isin(typ, ["nm-02", "bg-02", "cl-02"]))
     for name, ptype in (("NM", "nm-01"), ("BG", "bg-01"), ("CL", "cl-01")):
         p = np.flatnonzero(typ == ptype)
@@ -170,7 +171,7 @@ def test_cross_view_gallery_matches_the_reference():
 
 # ------------------------------------------------------------------ probes without gallery
 def _oumvlp_like(missing_gallery_at=None):
-    views = resolve_protocol("oumvlp").evaluation.views
+    views = get_protocol("oumvlp").evaluation.views
     rows = [(f"{s:05d}", t, v) for s in (2, 4, 6) for t in ("00", "01") for v in views]
     if missing_gallery_at:
         rows.remove(missing_gallery_at)
@@ -180,21 +181,21 @@ def _oumvlp_like(missing_gallery_at=None):
 
 
 def test_oumvlp_rank1_counts_a_missing_gallery_as_a_miss_and_rank1_valid_excludes_it():
-    proto = resolve_protocol("oumvlp")
+    proto = get_protocol("oumvlp")
     report = evaluate(proto, *_oumvlp_like(("00006", "01", "030")))
     assert set(report.metrics) == {"rank1", "rank1_valid"}
     assert report.metrics["rank1_valid"] == 100.0
     # probes of 00006 at every view except 030 miss in the 030 column: 13 rows lose 1/3 of one cell
     expected_rows = [(12 * 100 + 66.67) / 13] * 13 + [100.0]
     assert report.metrics["rank1"] == pytest.approx(np.mean(expected_rows))
-    from gaitbench.results import report_table
+    from gaitbench.results.tables import report_table
 
     table = report_table(report)  # both conventions are printed, each with its mean
     assert "| NM (valid) |" in table and f"{report.metrics['rank1']:.2f}" in table and "100.00" in table
 
 
 def test_grew_counts_a_probe_without_gallery_as_a_miss():
-    proto = resolve_protocol("grew")
+    proto = get_protocol("grew")
     subj = np.array(["00001", "00001", "00002", "00002", "00003"])
     typ = np.array(["01", "02", "01", "02", "02"])
     emb = _line([1, 1, 5, 5, 3])
@@ -211,7 +212,7 @@ def test_gait3d_excludes_a_probe_without_gallery():
 
 
 def test_casiab_probe_without_gallery_at_a_view_is_a_miss():
-    proto = resolve_protocol("casiab")
+    proto = get_protocol("casiab")
     views = proto.evaluation.views
     types = ["nm-01", "nm-02", "nm-03", "nm-04", "nm-05", "nm-06", "bg-01", "bg-02", "cl-01", "cl-02"]
     rows = [(s, t, v) for s in ("075", "076") for t in types for v in views if not (s == "076" and t.startswith("nm-0") and t <= "nm-04" and v == "090")]
@@ -224,7 +225,7 @@ def test_casiab_probe_without_gallery_at_a_view_is_a_miss():
 
 # ---------------------------------------------------------------------------- submission
 def test_grew_submission_keeps_ids_as_strings_without_repeats(tmp_path):
-    proto = resolve_protocol("grew")
+    proto = get_protocol("grew")
     subj = ["00001", "00001", "00020", "00020", "00300", "probe", "probe"]
     typ = ["01", "02", "01", "02", "01", "03", "03"]
     views = ["s1", "s2", "s3", "s4", "s5", "vidA", "vidB"]
@@ -243,15 +244,15 @@ def test_grew_submission_keeps_ids_as_strings_without_repeats(tmp_path):
 
 def test_submission_without_probes_is_an_error(tmp_path):
     with pytest.raises(DataError, match="no unlabelled probes"):
-        write_submission(resolve_protocol("grew"), _line([0, 1]), ["00001", "00001"], ["01", "02"], ["a", "b"],
+        write_submission(get_protocol("grew"), _line([0, 1]), ["00001", "00001"], ["01", "02"], ["a", "b"],
                          tmp_path / "x.csv")
     with pytest.raises(DataError, match="defines no submission"):
-        write_submission(resolve_protocol("gait3d"), _line([0]), ["a"], ["t"], ["v"], tmp_path / "x.csv")
+        write_submission(get_protocol("gait3d"), _line([0]), ["a"], ["t"], ["v"], tmp_path / "x.csv")
 
 
 # ------------------------------------------------------------------------------ bad input
 def test_bad_inputs_name_what_is_wrong():
-    proto = resolve_protocol("grew")
+    proto = get_protocol("grew")
     subj, typ = np.array(["00001", "00001"]), np.array(["01", "02"])
     emb = _line([0, 1])
     with pytest.raises(DataError, match="differ in length"):
@@ -269,5 +270,5 @@ def test_bad_inputs_name_what_is_wrong():
     with pytest.raises(DataError, match="PROBE_SET sequences"):
         evaluate(_gait3d(["x-y-z"]), emb, subj, typ, ["a", "b"])
     with pytest.raises(DataError, match=r"no probes at view\(s\) \['018'"):
-        cv = resolve_protocol("casiab-crossview")
+        cv = get_protocol("casiab-crossview")
         evaluate(cv, _line([0, 1, 2, 3]), ["075"] * 4, ["nm-01", "nm-02", "bg-01", "cl-01"], ["000"] * 4)

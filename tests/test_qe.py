@@ -21,12 +21,12 @@ def t(rows):
 
 
 def stage(name):
-    return get_plugins().stages()[name].obj
+    return get_plugins().stages().get(name)
 
 
 def apply(name, data, **params):
     resolved = {k: v for k, v in resolve_params(stage(name), params).items() if k != "preset"}
-    out = stage(name).apply(data, **resolved)
+    out = stage(name)(data, **resolved)
     assert out.distance is None  # feature stages invalidate the distance
     return out
 
@@ -36,11 +36,11 @@ def test_builtin_stages_are_registered_with_sides_and_flags():
     assert {"rerank", "aqe", "alpha-qe", "dba", "cluster-qe"} <= set(stages)
     from gaitbench.plugins import CORE_PLUGIN
 
-    assert all(stages[n].plugin == CORE_PLUGIN for n in ("rerank", "aqe", "alpha-qe", "dba", "cluster-qe"))
-    sides = {n: (stages[n].obj.sides, stages[n].obj.transductive) for n in ("aqe", "alpha-qe", "dba", "cluster-qe")}
+    assert all(stages.plugin_of(n) == CORE_PLUGIN for n in ("rerank", "aqe", "alpha-qe", "dba", "cluster-qe"))
+    sides = {n: (stages.get(n).sides, stages.get(n).transductive) for n in ("aqe", "alpha-qe", "dba", "cluster-qe")}
     assert sides == {"aqe": ("probe", False), "alpha-qe": ("probe", False), "dba": ("gallery", False),
                      "cluster-qe": ("both", True)}
-    assert stages["rerank"].obj.transductive
+    assert stages.get("rerank").transductive
 
 
 def test_aqe_averages_the_top_n_gallery_items():

@@ -48,8 +48,8 @@ EXPECTED = {
 
 
 def all_recipes():
-    return sorted((name, recipe) for name, item in get_plugins().methods().items()
-                  for recipe in item.obj.recipe_names())
+    return sorted((name, recipe) for name, method in get_plugins().methods().items()
+                  for recipe in method.recipe_names())
 
 
 def test_every_recipe_has_a_reference_row():

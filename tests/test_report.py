@@ -17,9 +17,9 @@ import pytest
 
 import matplotlib  # noqa: E402,F401  (a hard dependency: a missing one must fail, not skip)
 
-from gaitbench import plots  # noqa: E402
+from gaitbench.results import plots  # noqa: E402
 from gaitbench.errors import GaitbenchError  # noqa: E402
-from gaitbench.report import render_report, write_report  # noqa: E402
+from gaitbench.results.report import render_report, write_report  # noqa: E402
 
 VIEWS = ["000", "054", "090", "126", "180"]
 SETS = {"NM": 0.0, "BG": 6.0, "CL": 14.0}  # probe set -> how much lower than NM

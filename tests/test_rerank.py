@@ -16,7 +16,8 @@ import torch
 from gaitbench.errors import ConfigError
 from gaitbench.evaluation.distance import part_distance
 from gaitbench.evaluation.rerank import k_reciprocal, memory_estimate, rerank, rerank_matrix, smallest_k
-from gaitbench.evaluation.stages import RERANK_PRESETS, StageInput, resolve_params, run_stages
+from gaitbench.builtin import RERANK_PRESETS
+from gaitbench.evaluation.stages import StageInput, resolve_params, run_stages
 from gaitbench.plugins import get_plugins
 
 from .reference_rerank import reference_rerank_embeddings, reference_rerank_matrix
@@ -162,7 +163,7 @@ def test_stripes_and_reused_distance_do_not_change_the_result(monkeypatch):
 
     x, _ = clustered(ids=25, per_id=8, dim=12, parts=3, seed=9)
     probe, gallery = torch.from_numpy(x[:50]), torch.from_numpy(x[50:])
-    stage = get_plugins().stages()["rerank"].obj
+    stage = get_plugins().stages().get("rerank")
     plain = run_stages(StageInput(probe, gallery, "euc"), [(stage, {})])[0]
     known = StageInput(probe, gallery, "euc")
     known.current_distance()
@@ -175,7 +176,7 @@ def test_stripes_and_reused_distance_do_not_change_the_result(monkeypatch):
 
 
 def test_rerank_stage_records_and_presets():
-    stage = get_plugins().stages()["rerank"].obj
+    stage = get_plugins().stages().get("rerank")
     assert stage.transductive and stage.defaults["preset"] == "zhong2017"
     x, _ = clustered(ids=10, per_id=6, dim=8, seed=11)
     data = StageInput(torch.from_numpy(x[:15]), torch.from_numpy(x[15:]), "euc")
@@ -192,7 +193,7 @@ def test_rerank_stage_records_and_presets():
 
 
 def test_rerank_parameter_errors():
-    stage = get_plugins().stages()["rerank"].obj
+    stage = get_plugins().stages().get("rerank")
     with pytest.raises(ConfigError, match=r"stage 'rerank': unknown parameter 'lamda'; did you mean 'lambda'"):
         resolve_params(stage, {"lamda": 0.5})
     with pytest.raises(ConfigError, match=r"unknown parameter 'k3'.* Available: distance, k1, k2, lambda, preset"):
@@ -276,7 +277,7 @@ def test_a_transformed_distance_is_not_reused():
     """A second rerank sees distance_source 'rerank' and recomputes from the features, so
     re-ranking twice equals re-ranking once (the features are unchanged)."""
     x, _ = clustered(ids=10, per_id=6, dim=8, seed=17)
-    stage = get_plugins().stages()["rerank"].obj
+    stage = get_plugins().stages().get("rerank")
     data = StageInput(torch.from_numpy(x[:12]), torch.from_numpy(x[12:]), "euc")
     once, _ = run_stages(data, [(stage, {})])
     twice, records = run_stages(StageInput(data.probe, data.gallery, "euc"), [(stage, {}), (stage, {})])

@@ -100,7 +100,7 @@ def test_checkpoint_that_is_not_one(tmp_path):
 
     bad = tmp_path / "x.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(DataError, match="x.pt: not a loadable gaitbench checkpoint"):
+    with pytest.raises(DataError, match="x.pt: not loadable as a weights-only gaitbench checkpoint"):
         gaitbench.load_model(bad)
 
 
@@ -122,6 +122,6 @@ def test_training_beats_initial_weights_by_20_points(tmp_path_factory):
     initial = execute(RunSettings(**common, iterations=0, out=str(root / "r0")), echo=lambda s: None)
     trained = execute(RunSettings(**common, iterations=120, out=str(root / "r1"),
                                   overrides=["schedule.milestones=[90]"]), echo=lambda s: None)
-    before, after = initial["metrics"]["NM/rank1"], trained["metrics"]["NM/rank1"]
+    before, after = initial.metrics["NM/rank1"], trained.metrics["NM/rank1"]
     print(f"NM rank-1: initial weights {before:.2f}, trained {after:.2f}")
     assert after - before >= 20, (before, after)

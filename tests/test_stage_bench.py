@@ -139,7 +139,7 @@ def test_bench_rerank_stage_with_known_distance(benchmark, request, acceptance_s
         pytest.skip("set GAITBENCH_BENCH=1 or pass --benchmark-enable to run the acceptance-size benchmark")
     probe, gallery = (torch.from_numpy(a) for a in acceptance_size)
     known = StageInput(probe, gallery, "euc").current_distance()
-    stage = get_plugins().stages()["rerank"].obj
+    stage = get_plugins().stages().get("rerank")
 
     ours = Clock(lambda: run_stages(StageInput(probe, gallery, "euc", known.clone()), [(stage, {})])[0].numpy())
     result = benchmark.pedantic(ours, rounds=3, warmup_rounds=1)

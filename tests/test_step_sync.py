@@ -25,7 +25,7 @@ from gaitbench.training.trainer import Trainer
 
 def _method_recipes():
     methods = build_plugin_manager(distributions={"gaitbench"}).methods()
-    return [(name, recipe) for name, reg in sorted(methods.items()) for recipe in reg.obj.recipe_names()]
+    return [(name, recipe) for name, method in methods.items() for recipe in method.recipe_names()]
 
 
 METHOD_RECIPES = _method_recipes()

@@ -1,4 +1,4 @@
-"""Throughput of every method at the shapes its plugin registers (``register_throughput_cases``).
+"""Throughput of every method at the shapes it carries (``Method.throughput_cases``).
 
 On CUDA (marked ``gpu``, skipped without it): the full shapes of each case with pytest-benchmark,
 bf16 autocast, warm-up rounds, a device synchronisation inside every timed step, and sequences/s,
@@ -15,18 +15,14 @@ from gaitbench.bench import build_case
 from gaitbench.plugins import build_plugin_manager
 
 
-def _cases():
-    return sorted(build_plugin_manager(distributions={"gaitbench"}).throughput_cases().items())
-
-
-CASES = _cases()
-IDS = [name for name, _ in CASES]
+PLUGINS = build_plugin_manager(distributions={"gaitbench"})
+CASES = dict(PLUGINS.throughput_cases().items())
+IDS = sorted(CASES)
 
 
 def test_every_method_registers_train_and_inference_cases():
-    methods = build_plugin_manager(distributions={"gaitbench"}).methods()
-    for method in methods:
-        kinds = {reg.obj.kind for name, reg in CASES if reg.obj.method == method}
+    for method in PLUGINS.methods():
+        kinds = {case.kind for case in CASES.values() if case.method == method}
         assert kinds == {"train", "inference"}, f"{method} registers {kinds}"
 
 
@@ -55,8 +51,8 @@ def assert_every_parameter_has_a_gradient(model) -> None:
 
 @pytest.mark.parametrize("case_id", IDS)
 def test_throughput_smoke_cpu(benchmark, case_id):
-    case = dict(CASES)[case_id].obj.tiny()
-    step, model, n = build_case(case, "cpu")
+    case = CASES[case_id].tiny()
+    step, model, n = build_case(case, PLUGINS.method(case.method), "cpu")
     benchmark.group = "throughput-cpu-smoke"
     out = benchmark.pedantic(step, rounds=1, warmup_rounds=0)
     if case.kind == "train":  # the step really trained
@@ -69,9 +65,9 @@ def test_throughput_smoke_cpu(benchmark, case_id):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("case_id", IDS)
 def test_throughput_gpu(benchmark, case_id):
-    case = dict(CASES)[case_id].obj
+    case = CASES[case_id]
     torch.backends.cudnn.benchmark = True
-    step, model, n = build_case(case, "cuda", channels_last=True)
+    step, model, n = build_case(case, PLUGINS.method(case.method), "cuda", channels_last=True)
     torch.cuda.reset_peak_memory_stats()
     benchmark.group = f"throughput-{case.kind}"
     benchmark.pedantic(step, rounds=20, warmup_rounds=5)

@@ -49,8 +49,8 @@ def test_part_cross_entropy_matches_loop(smoothing, scale):
 # -- optimizer and schedule of every recipe -----------------------------------------------------
 def recipes():
     out = []
-    for name, item in get_plugins().methods().items():
-        for recipe in item.obj.recipe_names():
+    for name, method in get_plugins().methods().items():
+        for recipe in method.recipe_names():
             out.append((name, recipe))
     return out
 
@@ -113,9 +113,9 @@ def settings(small_synth, out, **kw):
 
 def test_bf16_on_cpu_is_recorded(small_synth, tmp_path):
     r = execute(settings(small_synth, tmp_path / "r", iterations=2, overrides=["train.amp=bf16"]), echo=lambda s: None)
-    assert r["precision"] == "bf16" and np.isfinite(r["training"]["final"]["loss"])
+    assert r.precision == "bf16" and np.isfinite(r.training["final"]["loss"])
     r = execute(settings(small_synth, tmp_path / "r2", iterations=1), echo=lambda s: None)
-    assert r["precision"] == "fp32" and r["world_size"] == 1 and r["global_batch"] == 16
+    assert r.precision == "fp32" and r.world_size == 1 and r.global_batch == 16
 
 
 class Bad(torch.nn.Module):
@@ -328,7 +328,7 @@ def test_method_param_groups_and_regularizer_are_used(small_synth, tmp_path):
     log = [json.loads(l) for l in (tmp_path / "reg" / "train_log.jsonl").read_text().splitlines()]
     assert seen == {"groups": True, "steps": [1, 2]}
     assert all(rec["regularizer"] == 0.5 and rec["loss"] == pytest.approx(rec["loss_triplet"] + 0.5) for rec in log)
-    assert log[0]["lr"] == 0.123 and r["iterations"] == 2
+    assert log[0]["lr"] == 0.123 and r.iterations == 2
 
 
 def _fixed_trainer(overrides, method="gaitset", variant="quick"):

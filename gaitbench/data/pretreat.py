@@ -1,4 +1,4 @@
-"""Raw silhouette PNG trees and the standard GaitSet/OpenGait pretreatment.
+"""The standard GaitSet/OpenGait pretreatment of raw silhouette PNG trees.
 
 The datasets are distributed as one grayscale PNG per frame. Papers report results on frames
 pretreated the GaitSet way: drop frames with almost no foreground, crop rows to the silhouette,
@@ -11,8 +11,9 @@ get the standard pretreatment: both HID reports that gaitbench reproduces normal
 GaitSet" to 64x44 (OpenGait's own HID pretreatment pickles the distributed frames unchanged; a pkl
 tree made by it can be read directly).
 
-``pretreat_tree`` turns a raw tree into OpenGait's pkl tree ``DEST/<id>/<type>/<view>/<view>.pkl``;
-``PngTreeStore`` reads an already pretreated ``<id>/<type>/<view>/*.png`` tree.
+``pretreat_tree`` turns a raw tree (listed by :mod:`gaitbench.data.layouts`) into OpenGait's pkl
+tree ``DEST/<id>/<type>/<view>/<view>.pkl``; :class:`gaitbench.data.store.PngTreeStore` reads an
+already pretreated ``<id>/<type>/<view>/*.png`` tree.
 
 OpenCV is imported inside the functions that need it, so importing gaitbench stays cheap.
 """
@@ -20,23 +21,20 @@ OpenCV is imported inside the functions that need it, so importing gaitbench sta
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import multiprocessing as mp
 import os
 import pickle
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator
 
 import numpy as np
-import pandas as pd
 
 from ..errors import DataError, did_you_mean
-from .store import Store
+from ..io import TEMP_MARK, atomic_write
+from .layouts import _EXPECTED_LAYOUT, HID_VIEW, RawSequence, _check_dataset, list_sequences
 
-DATASETS = ("casiab", "oumvlp", "gait3d", "grew", "hid")
 # A frame whose pixel sum is at most this (about 39 pixels at 255) has no usable silhouette.
 MIN_FOREGROUND = 10000
 # Fewer kept frames than this gets a warning in the log, as in the reference.
@@ -44,16 +42,6 @@ SHORT_SEQUENCE = 5
 LOG_NAME = "pretreat_log.jsonl"
 SUMMARY_NAME = "pretreat_summary.json"
 
-_OUMVLP_FOLDER = re.compile(r"^Silhouette_(\d+)-(\d+)$")
-
-
-class RawSequence(NamedTuple):
-    """One sequence of a raw tree: its labels and its PNG frames sorted by file name."""
-
-    subject: str
-    type: str
-    view: str
-    frames: list[Path]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,12 +99,6 @@ def pretreat_frame(img: np.ndarray, img_size: int = 64) -> np.ndarray | None:
     return _pretreat(img, int(img_size))[0]
 
 
-def _check_dataset(dataset: str) -> str:
-    if dataset not in DATASETS:
-        raise DataError(did_you_mean(str(dataset), DATASETS, "dataset"))
-    return dataset
-
-
 def pretreat_sequence(frame_paths, img_size: int = 64, dataset: str = "casiab", *,
                       strict: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """Pretreat the PNG frames of one sequence, in the order given (the readers sort them by name).
@@ -158,205 +140,6 @@ def pretreat_sequence(frame_paths, img_size: int = 64, dataset: str = "casiab", 
 
 
 # ---------------------------------------------------------------------------------------------
-# Readers of raw trees
-
-
-def _png_files(folder: Path) -> list[Path]:
-    # The reference skips GEI images ("gei.png") that some distributions keep beside the frames.
-    with os.scandir(folder) as entries:
-        names = [e.name for e in entries if e.name.endswith(".png") and "gei.png" not in e.name and e.is_file()]
-    return [folder / n for n in sorted(names)]
-
-
-def _subdirs(folder: Path) -> list[Path]:
-    # scandir: trees of a million frames are listed from directory entries, without a stat each
-    with os.scandir(folder) as entries:
-        names = [e.name for e in entries if e.is_dir()]
-    return [folder / n for n in sorted(names)]
-
-
-def _require_dir(root: str | Path) -> Path:
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: not a directory" if root.exists() else f"{root} does not exist")
-    return root
-
-
-def _sequence(subject: str, type_: str, view: str, folder: Path) -> RawSequence | None:
-    frames = _png_files(folder)
-    return RawSequence(subject, type_, view, frames) if frames else None
-
-
-def list_id_type_view(root: str | Path) -> list[RawSequence]:
-    """Sequences of a ``<id>/<type>/<view>/*.png`` tree (CASIA-B as distributed, and the trees
-    OpenGait's rearrange scripts make), sorted by (subject, type, view)."""
-    root = _require_dir(root)
-    out = []
-    for subject in _subdirs(root):
-        for type_ in _subdirs(subject):
-            for view in _subdirs(type_):
-                seq = _sequence(subject.name, type_.name, view.name, view)
-                if seq:
-                    out.append(seq)
-    return out
-
-
-def list_casiab(root: str | Path) -> list[RawSequence]:
-    """CASIA-B: ``<id>/<type>/<view>/*.png`` (e.g. ``001/nm-01/090/``)."""
-    return list_id_type_view(root)
-
-
-def list_gait3d(root: str | Path) -> list[RawSequence]:
-    """Gait3D's ``2D_Silhouettes``: ``<id>/camid<k>_videoid<j>/seq<i>/*.png``; the type is
-    ``camid<k>_videoid<j>`` and the view ``seq<i>``, as in Gait3D's PROBE_SET entries."""
-    return list_id_type_view(root)
-
-
-def _oumvlp_folders(root: Path) -> list[tuple[Path, str, str]]:
-    found = []
-    for folder in _subdirs(root):
-        m = _OUMVLP_FOLDER.match(folder.name)
-        if m:
-            found.append((folder, m.group(1), m.group(2)))
-    return found
-
-
-def list_oumvlp(root: str | Path) -> list[RawSequence]:
-    """OU-MVLP as distributed: ``Silhouette_<view>-<seq>/<id>/*.png`` -> subject ``<id>``, type
-    ``<seq>`` (``00``/``01``), view ``<view>``, as OpenGait's rearranged ``<id>/<seq>/<view>`` tree.
-    Other folders are ignored."""
-    root = _require_dir(root)
-    out = []
-    for folder, view, seq in _oumvlp_folders(root):
-        for subject in _subdirs(folder):
-            s = _sequence(subject.name, seq, view, subject)
-            if s:
-                out.append(s)
-    return sorted(out, key=lambda s: s[:3])
-
-
-def list_grew(root: str | Path) -> list[RawSequence]:
-    """GREW as distributed (``train/``, ``test/gallery/``, ``test/probe/``; ``distractor/`` is not
-    used), labelled as OpenGait's rearranged tree:
-
-    - ``train/<id>/<seq>/*.png`` -> subject ``<id>train``, type ``00``, view ``<seq>``;
-    - ``test/gallery/<id>/<seq>/*.png`` -> subject ``<id>``, type ``01``, ``02``, ... numbering the
-      subject's sequence folders (sorted by name here; the reference numbers them in filesystem
-      order), view ``<seq>``;
-    - ``test/probe/<video>/*.png`` -> subject ``probe``, type ``03``, view ``<video>``.
-    """
-    root = _require_dir(root)
-    out = []
-    train, gallery, probe = root / "train", root / "test" / "gallery", root / "test" / "probe"
-    if train.is_dir():
-        for subject in _subdirs(train):
-            for seq in _subdirs(subject):
-                out.append(_sequence(f"{subject.name}train", "00", seq.name, seq))
-    if gallery.is_dir():
-        for subject in _subdirs(gallery):
-            # Every sequence folder takes a number, as in the reference, even one without PNGs.
-            for number, seq in enumerate(_subdirs(subject), start=1):
-                out.append(_sequence(subject.name, f"{number:02d}", seq.name, seq))
-    if probe.is_dir():
-        for video in _subdirs(probe):
-            out.append(_sequence("probe", "03", video.name, video))
-    return sorted((s for s in out if s), key=lambda s: s[:3])
-
-
-HID_VIEW = "default"  # OpenGait's HID tree has no view level: every sequence's view folder is "default"
-
-
-def list_hid(root: str | Path) -> list[RawSequence]:
-    """The HID competitions' data as distributed (``train/``, ``gallery/``, ``probe/``; any of them
-    may be absent), labelled as OpenGait's HID pretreatment (``datasets/HID/pretreatment_HID.py``)
-    stores them:
-
-    - ``train/<id>/<seq>/*.png`` and ``gallery/<id>/<seq>/*.png`` -> subject ``<id>``, type
-      ``<seq>``, view ``default``;
-    - ``probe/<videoID>/*.png`` -> subject ``probe``, type ``<videoID>``, view ``default``.
-    """
-    root = _require_dir(root)
-    out = []
-    for part in ("train", "gallery"):
-        if (root / part).is_dir():
-            for subject in _subdirs(root / part):
-                for seq in _subdirs(subject):
-                    out.append(_sequence(subject.name, seq.name, HID_VIEW, seq))
-    if (root / "probe").is_dir():
-        for video in _subdirs(root / "probe"):
-            out.append(_sequence("probe", video.name, HID_VIEW, video))
-    return sorted((s for s in out if s), key=lambda s: s[:3])
-
-
-def list_sequences(src: str | Path, dataset: str) -> tuple[list[RawSequence], str]:
-    """``(sequences, layout)`` of the raw tree ``src`` of ``dataset``. OU-MVLP and GREW are read in
-    their distributed layout when ``src`` has it (``Silhouette_*`` folders; ``train``/``test``), else
-    as a tree already rearranged by OpenGait's scripts into ``<id>/<type>/<view>/*.png``."""
-    _check_dataset(dataset)
-    src = _require_dir(src)
-    if dataset == "oumvlp" and _oumvlp_folders(src):
-        return list_oumvlp(src), "oumvlp-raw"
-    if dataset == "grew" and ((src / "train").is_dir() or (src / "test").is_dir()):
-        return list_grew(src), "grew-raw"
-    if dataset == "hid" and any((src / d).is_dir() for d in ("train", "gallery", "probe")):
-        return list_hid(src), "hid-raw"
-    if dataset == "gait3d":
-        return list_gait3d(src), "id/type/view"
-    return list_id_type_view(src), "id/type/view"
-
-
-_EXPECTED_LAYOUT = {
-    "casiab": "<id>/<type>/<view>/*.png",
-    "oumvlp": "Silhouette_<view>-<seq>/<id>/*.png (or the rearranged <id>/<seq>/<view>/*.png)",
-    "gait3d": "<id>/camid<k>_videoid<j>/seq<i>/*.png",
-    "grew": "train/<id>/<seq>/*.png and test/{gallery/<id>/<seq>,probe/<video>}/*.png "
-            "(or the rearranged <id>/<type>/<view>/*.png)",
-    "hid": "train/<id>/<seq>/*.png, gallery/<id>/<seq>/*.png and probe/<videoID>/*.png "
-           "(or the rearranged <id>/<type>/<view>/*.png)",
-}
-
-
-# ---------------------------------------------------------------------------------------------
-# A store over an already pretreated PNG tree
-
-
-class PngTreeStore(Store):
-    """An already pretreated ``root/<id>/<type>/<view>/*.png`` tree (one 8-bit grayscale PNG per
-    frame, frames in file-name order). Frames are decoded on access and validated."""
-
-    def __init__(self, root: str | Path, dataset: str = "unknown"):
-        self.root = Path(root)
-        rows, files, digest = [], [], hashlib.sha256()
-        for seq in list_id_type_view(self.root) if self.root.is_dir() else []:
-            rows.append({"subject": seq.subject, "type": seq.type, "view": seq.view, "length": len(seq.frames)})
-            files.append(seq.frames)
-            for p in seq.frames:
-                digest.update(f"{p.relative_to(self.root).as_posix()}:{p.stat().st_size}\n".encode())
-        self._files = files
-        self.index = pd.DataFrame(rows, columns=["subject", "type", "view", "length"])
-        self.meta = {"format": "png-tree", "dataset": dataset, "synthetic": False,
-                     "fingerprint": digest.hexdigest()[:16]}
-
-    def frames(self, i: int) -> np.ndarray:
-        import cv2
-
-        out, first = [], None
-        for path in self._files[i]:
-            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if img is None:
-                raise DataError(f"{path}: not a readable PNG (corrupt, truncated or missing)")
-            if img.ndim != 2 or img.dtype != np.uint8:
-                raise DataError(f"{path}: expected a single-channel 8-bit frame, found {img.dtype} {img.shape}")
-            if first is None:
-                first = (path, img.shape)
-            elif img.shape != first[1]:
-                raise DataError(f"{path}: frame is {img.shape[0]}x{img.shape[1]} but {first[0].name} is "
-                                f"{first[1][0]}x{first[1][1]}; all frames of a sequence must have one size")
-            out.append(img)
-        return np.stack(out)
-
-
-# ---------------------------------------------------------------------------------------------
 # A whole tree
 
 
@@ -394,22 +177,6 @@ def _output_path(dest: Path, seq: RawSequence) -> Path:
     return dest / seq.subject / seq.type / seq.view / f"{name}.pkl"
 
 
-def _write_atomically(path: Path, write) -> None:
-    """``write(file)`` into a temporary file beside ``path``, then rename it into place, so an
-    interrupted run leaves either the whole file or none (temporary names never end in .pkl)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _pretreat_job(job: dict[str, Any]) -> dict[str, Any]:
     """Pretreat one sequence and write its pkl; returns its log record."""
     record = {k: job[k] for k in ("subject", "type", "view", "source")}
@@ -424,11 +191,11 @@ def _pretreat_job(job: dict[str, Any]) -> dict[str, Any]:
     if len(frames) == 0:
         record["status"] = "empty"
         return record
-    # Leftovers of an interrupted run are never output (their names do not end in .pkl).
-    for stale in out.parent.glob(f".{glob.escape(out.name)}.*.tmp") if out.parent.is_dir() else []:
+    # Leftovers of an interrupted run (.NAME.tmp-PID) are never output: their names do not end in .pkl.
+    for stale in out.parent.glob(f".{glob.escape(out.name)}{TEMP_MARK}*") if out.parent.is_dir() else []:
         stale.unlink(missing_ok=True)
     # Protocol 4: deterministic bytes and readable by every Python 3 that OpenGait supports.
-    _write_atomically(out, lambda f: pickle.dump(frames, f, protocol=4))
+    atomic_write(out, lambda f: pickle.dump(frames, f, protocol=4))
     record["status"] = "written"
     if len(frames) < SHORT_SEQUENCE:
         record["warning"] = f"only {len(frames)} frames kept (fewer than {SHORT_SEQUENCE})"
@@ -568,7 +335,7 @@ def pretreat_tree(src: str | Path, dest: str | Path, dataset: str, *, img_size: 
     summary = _summarise(ordered, dataset=dataset, src=str(src), dest=str(dest), img_size=int(img_size), layout=layout,
                          log=str(log_path))
     text = "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in ordered)
-    _write_atomically(log_path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(log_path, lambda f: f.write(text.encode("utf-8")))
     summary_text = json.dumps(summary.to_dict(), indent=2, sort_keys=True) + "\n"
-    _write_atomically(dest / SUMMARY_NAME, lambda f: f.write(summary_text.encode("utf-8")))
+    atomic_write(dest / SUMMARY_NAME, lambda f: f.write(summary_text.encode("utf-8")))
     return summary

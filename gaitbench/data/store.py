@@ -6,7 +6,7 @@ Three stores:
 - ``PklTreeStore``: OpenGait's ``root/<id>/<type>/<view>/*.pkl`` tree, each pkl a uint8
   ``[T, H, W]`` array, loaded with the restricted unpickler.
 
-- ``PngTreeStore`` (in :mod:`gaitbench.data.pretreat`): pretreated PNG frames in the same tree.
+- ``PngTreeStore``: pretreated PNG frames in the same tree.
 
 ``open_store(path)`` recognises each and says what it expected when it finds neither.
 """
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from .layouts import list_id_type_view
 from .safe_pickle import load_array_pickle
 
 # files a dataset folder may carry beside its sequences, kept by every tool that copies a dataset
@@ -192,8 +193,6 @@ def open_store(root: str | Path) -> Store:
     if (root / "meta.json").is_file():
         store: Store = PackedStore(root)
     elif next(root.glob("*/*/*/*.pkl"), None) is None and next(root.glob("*/*/*/*.png"), None) is not None:
-        from .pretreat import PngTreeStore
-
         store = PngTreeStore(root)
     else:
         store = PklTreeStore(root)
@@ -211,6 +210,42 @@ def cut_sides(frames: np.ndarray) -> np.ndarray:
     narrower frames are left as they are."""
     cut = (frames.shape[-1] // 64) * 10
     return frames[..., cut:-cut] if cut else frames
+
+
+class PngTreeStore(Store):
+    """An already pretreated ``root/<id>/<type>/<view>/*.png`` tree (one 8-bit grayscale PNG per
+    frame, frames in file-name order). Frames are decoded on access and validated."""
+
+    def __init__(self, root: str | Path, dataset: str = "unknown"):
+        self.root = Path(root)
+        rows, files, digest = [], [], hashlib.sha256()
+        for seq in list_id_type_view(self.root) if self.root.is_dir() else []:
+            rows.append({"subject": seq.subject, "type": seq.type, "view": seq.view, "length": len(seq.frames)})
+            files.append(seq.frames)
+            for p in seq.frames:
+                digest.update(f"{p.relative_to(self.root).as_posix()}:{p.stat().st_size}\n".encode())
+        self._files = files
+        self.index = pd.DataFrame(rows, columns=["subject", "type", "view", "length"])
+        self.meta = {"format": "png-tree", "dataset": dataset, "synthetic": False,
+                     "fingerprint": digest.hexdigest()[:16]}
+
+    def frames(self, i: int) -> np.ndarray:
+        import cv2
+
+        out, first = [], None
+        for path in self._files[i]:
+            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if img is None:
+                raise DataError(f"{path}: not a readable PNG (corrupt, truncated or missing)")
+            if img.ndim != 2 or img.dtype != np.uint8:
+                raise DataError(f"{path}: expected a single-channel 8-bit frame, found {img.dtype} {img.shape}")
+            if first is None:
+                first = (path, img.shape)
+            elif img.shape != first[1]:
+                raise DataError(f"{path}: frame is {img.shape[0]}x{img.shape[1]} but {first[0].name} is "
+                                f"{first[1][0]}x{first[1][1]}; all frames of a sequence must have one size")
+            out.append(img)
+        return np.stack(out)
 
 
 class PackedWriter:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-import os
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..io import write_text_atomic
 
 
 @dataclass
@@ -246,14 +247,11 @@ def write_submission(protocol, embeddings, subjects, types, views, path: str | P
     source = DistanceSource(sources, metric or ev.metric, device=device, stages=stages)
     p_idx, g_idx = np.flatnonzero(pm), np.flatnonzero(gm)
     top = top_identities(source, p_idx, g_idx, subj[g_idx], sub.top, unique=sub.unique_ids)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow([sub.id_column] + [f"rank{i}" for i in range(1, sub.top + 1)])
-        for video, row in zip(vw[p_idx], top):
-            writer.writerow([video, *row])
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow([sub.id_column] + [f"rank{i}" for i in range(1, sub.top + 1)])
+    for video, row in zip(vw[p_idx], top):
+        writer.writerow([video, *row])
+    write_text_atomic(path, text.getvalue())
     return {"path": str(path), "probes": int(len(p_idx)), "gallery": int(len(g_idx)), "top": sub.top,
             "unique_ids": sub.unique_ids, "stages": source.records}

@@ -3,10 +3,10 @@
 How the engine calls it (``gaitbench evaluate --embeddings a.npz --embeddings b.npz --fuse
 concat|mean-distance [--normalize]``)::
 
-    from gaitbench.evaluation.files import load_embeddings
+    from gaitbench.evaluation.embeddings import read_embeddings
     from gaitbench.evaluation.fusion import fuse
 
-    fused = fuse([load_embeddings(p) for p in paths], mode=fuse_mode, normalize=normalize,
+    fused = fuse([read_embeddings(p) for p in paths], mode=fuse_mode, normalize=normalize,
                  names=[str(p) for p in paths])          # DataError if the sequences differ
     # labels, aligned to the first file's order:
     fused.embeddings, fused.subjects, fused.types, fused.views
@@ -19,7 +19,7 @@ concat|mean-distance [--normalize]``)::
 - ``concat``: ``fused.embeddings`` are the files' embeddings concatenated along channels,
   ``[N, sum C_k, P]`` when every file has the same number of parts, else each file flattened to
   ``[N, C_k * P_k, 1]`` first. Distances are plain metric distances of the concatenation, so
-  ``fused.as_dict()`` can also go anywhere a ``load_embeddings`` dict goes.
+  ``fused.as_dict()`` can also go anywhere a ``read_embeddings`` dict goes.
 - ``mean-distance``: the mean over files of each file's metric distance. ``fused.embeddings``
   packs the files flattened side by side, ``[N, sum C_k * P_k, 1]``; only
   ``fused.stage_input``/``fused.distances`` (which unpack them) give the fused distance. Stages
@@ -151,7 +151,7 @@ class FusedEmbeddings:
         return out
 
     def as_dict(self) -> dict[str, np.ndarray]:
-        """A ``load_embeddings``-style dict (meaningful on its own for ``concat`` only)."""
+        """A ``read_embeddings``-style dict (meaningful on its own for ``concat`` only)."""
         return {"embeddings": self.embeddings, "subjects": self.subjects, "types": self.types, "views": self.views}
 
     def stage_input(self, probe: torch.Tensor, gallery: torch.Tensor, metric: str,
@@ -175,7 +175,7 @@ class FusedEmbeddings:
 
 def fuse(embeddings: Sequence[dict[str, np.ndarray]], mode: str = "concat", normalize: bool = False,
          names: Sequence[str] | None = None) -> FusedEmbeddings:
-    """Fuse ``embeddings`` (dicts as returned by ``load_embeddings``: ``embeddings`` ``[N, C, P]``,
+    """Fuse ``embeddings`` (dicts as returned by ``read_embeddings``: ``embeddings`` ``[N, C, P]``,
     ``subjects``, ``types``, ``views``) of the same sequences: ``mode`` "concat" or
     "mean-distance", each file first L2-normalised when ``normalize``. ``names`` label the files
     in errors (default ``embeddings #1``, ...). Raises DataError when the files' sequences differ

@@ -20,13 +20,14 @@ names (``video_label = "type"``), which is the video id in that tree.
 from __future__ import annotations
 
 import csv
-import os
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from ..io import write_text_atomic
 
 _SHOW = 5
 
@@ -126,18 +127,8 @@ def score(found: Identification, truth: dict[str, str], source: str = "the truth
 def write_predictions(path: str | Path, ev, found: Identification) -> Path:
     """The submission file ``<id_column>,<label_column>``, one row per probe, written to a temporary
     beside ``path`` and renamed when complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow([ev.id_column, ev.label_column])
-            writer.writerows(zip(found.videos.tolist(), found.predicted.tolist()))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    out = io.StringIO(newline="")
+    writer = csv.writer(out)
+    writer.writerow([ev.id_column, ev.label_column])
+    writer.writerows(zip(found.videos.tolist(), found.predicted.tolist()))
+    return write_text_atomic(path, out.getvalue())

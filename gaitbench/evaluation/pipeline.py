@@ -8,24 +8,25 @@ evaluation options) changes the evaluation. Everything unknown is an error with 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..config import parse_value
+from ..contracts import Pipeline
 from ..errors import ConfigError, did_you_mean
 
 # evaluation options a user may change per run; everything else is the protocol's definition
 EVALUATION_OPTIONS = ("metric", "missing_gallery", "round_cells", "round_values", "exclude_identical_view")
 
 
-def resolve_stages(names: Sequence[str], params: Mapping[str, Any], plugins) -> list[tuple[Any, dict]]:
-    """``[(Stage, resolved params)]`` for the stage ``names`` in order; ``params`` maps a stage
-    name to its parameter overrides. Parameters for a stage that is not asked for are an error
-    (they would silently do nothing)."""
+def resolve_stages(names: Sequence[str], params: Mapping[str, Any], registry) -> list[tuple[Any, dict]]:
+    """``[(Stage, resolved params)]`` for the stage ``names`` in order, from ``registry`` (the
+    stages plugins registered); ``params`` maps a stage name to its parameter overrides.
+    Parameters for a stage that is not asked for are an error (they would silently do nothing)."""
     if not names and not params:
         return []
     from .stages import resolve_params
 
-    registry = plugins.stages()
     for name in names:
         if name not in registry:
             raise ConfigError(did_you_mean(name, registry, "stage") + " (see `gaitbench stages`)")
@@ -37,7 +38,7 @@ def resolve_stages(names: Sequence[str], params: Mapping[str, Any], plugins) -> 
             raise ConfigError(f"stages.{name}: expected parameters as stages.{name}.KEY=VALUE, got {value!r}")
     if len(set(names)) != len(names):
         raise ConfigError(f"a stage is asked for twice: {list(names)}")
-    return [(registry[name].obj, resolve_params(registry[name].obj, dict(params.get(name, {})))) for name in names]
+    return [(registry.get(name), resolve_params(registry.get(name), dict(params.get(name, {})))) for name in names]
 
 
 def split_overrides(overrides: Sequence[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -61,46 +62,57 @@ def split_overrides(overrides: Sequence[str]) -> tuple[dict[str, Any], dict[str,
     return evaluation, stages
 
 
-@dataclass
-class Pipeline:
-    """A named evaluation recipe over one or more embeddings files: how they are fused and which
-    stages run with which parameters (e.g. GaitMask's HID 2021 entry). Method plugins ship them as
-    TOML files listed in ``Method.extra["pipelines"]`` (``{name: path}``)."""
-
-    name: str
-    description: str = ""
-    inputs: list[str] = field(default_factory=list)  # what each --embeddings file must be, in order
-    fuse: str = ""  # "", "concat" or "mean-distance"
-    normalize: bool = False
-    stages: list[str] = field(default_factory=list)
-    params: dict[str, Any] = field(default_factory=dict)  # {stage: {parameter: value}}
-    source: str = ""
-
-    def validate(self, where: str):
-        if self.fuse not in ("", "concat", "mean-distance"):
-            raise ConfigError(f"{where}.fuse: expected concat, mean-distance or empty, got {self.fuse!r}")
-        if len(self.inputs) > 1 and not self.fuse:
-            raise ConfigError(f"{where}: {len(self.inputs)} inputs need fuse = \"concat\" or \"mean-distance\"")
-
-
-def load_pipeline(name_or_path: str, plugins) -> Pipeline:
-    """A pipeline file by path, or by name from the registered methods' ``extra["pipelines"]``."""
-    from pathlib import Path
-
+def load_pipeline(name_or_path: str, pipelines) -> Pipeline:
+    """A pipeline file by path, or by name from ``pipelines`` (the registry of the pipeline files
+    methods ship)."""
     from ..config import from_mapping, read_toml
+    from ..registry import looks_like_path, resolve_name_or_path
 
-    if name_or_path.endswith(".toml") or "/" in name_or_path:
-        path, origin = Path(name_or_path), "file"
-        if not path.is_file():
-            raise ConfigError(f"pipeline file not found: {path}")
-    else:
-        known = {}
-        for method_name, reg in plugins.methods().items():
-            for pname, ppath in (reg.obj.extra or {}).get("pipelines", {}).items():
-                known[pname] = (Path(ppath), method_name)
-        if name_or_path not in known:
-            raise ConfigError(did_you_mean(name_or_path, known, "pipeline"))
-        path, origin = known[name_or_path]
-    data = dict(read_toml(path))
-    data["source"] = f"{path} ({origin})"
-    return from_mapping(Pipeline, data, f"pipeline {path}")
+    def load(path: Path) -> Pipeline:
+        data = dict(read_toml(path))
+        origin = "file" if looks_like_path(name_or_path) else pipelines.plugin_of(name_or_path)
+        data["source"] = f"{path} ({origin})"
+        return from_mapping(Pipeline, data, f"pipeline {path}")
+
+    return load(resolve_name_or_path(name_or_path, pipelines, Path, "pipeline"))
+
+
+@dataclass
+class EvaluationPlan:
+    """How saved embeddings are evaluated: the stages with their parameters, how several files
+    are fused, the evaluation options changed with ``--set``, and the pipeline they came from."""
+
+    stages: list[tuple[Any, dict]]
+    fuse: str | None = None
+    normalize: bool = False
+    changes: dict[str, Any] = field(default_factory=dict)
+    pipeline: Pipeline | None = None
+
+
+def plan_evaluation(files: Sequence[str], *, stages: Sequence[str] = (), overrides: Sequence[str] = (),
+                    fuse: str | None = None, normalize: bool = False, pipeline: str | None = None,
+                    plugins) -> EvaluationPlan:
+    """Merge a pipeline (its fusion, stages and parameters) with the command line's ``--stage``,
+    ``--set`` and ``--fuse``, and check that the combination makes sense for ``files``: the
+    command line's stage parameters win over the pipeline's, its stages run after the
+    pipeline's."""
+    changes, params = split_overrides(overrides)
+    names, pipe = list(stages), None
+    if pipeline:
+        pipe = load_pipeline(pipeline, plugins.pipelines())
+        if pipe.inputs and len(files) != len(pipe.inputs):
+            raise ConfigError(f"pipeline {pipe.name} takes {len(pipe.inputs)} embeddings files, in this order: "
+                              f"{', '.join(pipe.inputs)}; got {len(files)}")
+        fuse, normalize = fuse or pipe.fuse or None, normalize or pipe.normalize
+        merged = {k: dict(v) for k, v in pipe.params.items()}
+        for name, values in params.items():  # --set stages.X.Y overrides the pipeline's
+            merged.setdefault(name, {}).update(values)
+        names, params = list(pipe.stages) + [s for s in names if s not in pipe.stages], merged
+    if len(files) > 1 and not fuse:
+        raise ConfigError(f"{len(files)} embeddings files given: choose how to combine them with "
+                          "--fuse concat or --fuse mean-distance")
+    if fuse and len(files) < 2:
+        raise ConfigError("--fuse needs at least two --embeddings files")
+    if normalize and fuse != "concat":
+        raise ConfigError("--normalize applies to --fuse concat")
+    return EvaluationPlan(resolve_stages(names, params, plugins.stages()), fuse, normalize, changes, pipe)

@@ -13,36 +13,31 @@ stages that have presets), then the user's explicit keys; unknown keys and prese
 
 How an evaluation runs them (``--stage qe --stage rerank --set stages.rerank.k1=20``)::
 
-    stages = [(get_plugins().stages()[name].obj, params_of[name]) for name in requested]
+    stages = [(get_plugins().stages().get(name), params_of[name]) for name in requested]
     for stage, params in stages:
         resolve_params(stage, params)            # fail early: unknown keys, presets, types
     data = StageInput(probe, gallery, metric, distance=baseline)  # tensors on the device
     distance, records = run_stages(data, stages)  # records go into the report
 
-This module is imported by ``import gaitbench``, so it must not import torch at module level: the
-built-in stages' ``apply`` functions are imported on first call (:class:`LazyApply`).
+The built-in stages name their ``apply`` functions as ``"module:function"`` references, imported on
+first call, so listing stages never imports torch.
 """
 
 from __future__ import annotations
 
-import importlib
-import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from ..contracts import Stage
 from ..errors import ConfigError, PluginError, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = [
-    "BUILTIN_STAGES",
-    "LazyApply",
-    "RERANK_PRESETS",
     "Stage",
     "StageInput",
-    "builtin_stages",
     "resolve_params",
     "run_stages",
 ]
@@ -148,27 +143,6 @@ class _PreparedBlocks:
         return prepared_distance(self._rows(self.x, rows), self._rows(self.y, cols))
 
 
-@dataclass(frozen=True)
-class Stage:
-    """A post-processing stage registered through ``register_stages``.
-
-    ``apply(data, **params)`` receives a :class:`StageInput` and the resolved parameters
-    (``defaults`` merged with a preset and the user's keys; ``preset`` itself is not passed) and
-    returns a new :class:`StageInput`. ``transductive`` says whether it uses other probes'
-    features (results then depend on the whole probe set and reports label them so). ``sides``
-    documents which embeddings a query-expansion stage changes: "probe", "gallery" or "both".
-    ``presets`` maps preset names to parameter sets; the default preset is ``defaults["preset"]``.
-    """
-
-    name: str
-    description: str
-    apply: Callable[..., StageInput]
-    transductive: bool = False
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-    sides: str = ""
-    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-
-
 def _check_type(stage: Stage, key: str, value: Any, default: Any) -> Any:
     """``value`` converted to the type of ``default`` (int, float, bool or str), or ConfigError."""
     where = f"stage {stage.name!r}: parameter {key!r}"
@@ -235,7 +209,7 @@ def run_stages(data: StageInput, stages: list[tuple[Stage, Mapping[str, Any]]]):
         call = {k: v for k, v in resolved.items() if k != "preset"}
         _synchronize(data)
         started = time.perf_counter()
-        out = stage.apply(data, **call)
+        out = stage(data, **call)
         if not isinstance(out, StageInput):
             raise PluginError(f"stage {stage.name!r} returned {type(out).__name__}, expected a StageInput")
         _synchronize(out)
@@ -247,85 +221,6 @@ def run_stages(data: StageInput, stages: list[tuple[Stage, Mapping[str, Any]]]):
                         "seconds": round(seconds, 4)})
         data = out
     return data.current_distance(), records
-
-
-class LazyApply:
-    """An ``apply`` function named as ``"module:function"``, imported on its first call (keeps
-    ``import gaitbench`` and stage listings free of torch)."""
-
-    def __init__(self, target: str):
-        self.target = target
-
-    def __call__(self, data: StageInput, **params) -> StageInput:
-        module, _, name = self.target.partition(":")
-        return getattr(importlib.import_module(module), name)(data, **params)
-
-    def __repr__(self) -> str:
-        return f"LazyApply({self.target!r})"
-
-
-# The two re-ranking parameter sets that circulate under the same name (reranking-notes.md §2).
-RERANK_PRESETS: dict[str, dict[str, Any]] = {
-    # Zhong et al. 2017 / torchreid / fast-reid ranklist form: the squared distance, 20/6/0.3.
-    "zhong2017": {"k1": 20, "k2": 6, "lambda": 0.3, "squared": True, "distance": "protocol"},
-    # OpenGait HID_submission: the protocol's (mean-per-part) distance unsquared, 6/6/0.3.
-    "opengait-hid": {"k1": 6, "k2": 6, "lambda": 0.3, "squared": False, "distance": "protocol"},
-}
-
-BUILTIN_STAGES: tuple[Stage, ...] = (
-    Stage(
-        name="rerank",
-        description="k-reciprocal re-ranking (Zhong et al., CVPR 2017); exact, loop-free, "
-                    "memory O(Q*G + N*k). Presets zhong2017 (default; squared distance, 20/6/0.3) "
-                    "and opengait-hid (unsquared, 6/6/0.3)",
-        apply=LazyApply("gaitbench.evaluation.rerank:apply_rerank"),
-        transductive=True,
-        defaults={"preset": "zhong2017", **RERANK_PRESETS["zhong2017"]},
-        presets=RERANK_PRESETS,
-    ),
-    Stage(
-        name="aqe",
-        description="average query expansion (Chum et al. 2007): each probe becomes the mean of "
-                    "itself and its n nearest gallery sequences",
-        apply=LazyApply("gaitbench.evaluation.qe:apply_aqe"),
-        defaults={"n": 5},
-        sides="probe",
-    ),
-    Stage(
-        name="alpha-qe",
-        description="alpha query expansion (Radenovic et al. 2018): each probe becomes the mean of "
-                    "itself and its n nearest gallery sequences weighted by cosine similarity^alpha",
-        apply=LazyApply("gaitbench.evaluation.qe:apply_alpha_qe"),
-        defaults={"n": 5, "alpha": 3.0},
-        sides="probe",
-    ),
-    Stage(
-        name="dba",
-        description="database-side augmentation (Arandjelovic & Zisserman 2012): each gallery "
-                    "sequence becomes the (alpha-weighted) mean of itself and its n nearest gallery "
-                    "neighbours",
-        apply=LazyApply("gaitbench.evaluation.qe:apply_dba"),
-        defaults={"n": 5, "alpha": 0.0},
-        sides="gallery",
-    ),
-    Stage(
-        name="cluster-qe",
-        description="clustering QE (GaitMask, HID 2021): probe and gallery clustered by the protocol's "
-                    "distance (mutual-knn or threshold); each sequence moves weight of the way to the "
-                    "mean of the other members of its cluster. Defaults k=1 (mutual-NN pairs: no "
-                    "chaining), weight=0.1: full replacement and mutual 3-NN components scored below "
-                    "rerank alone on HID-like data",
-        apply=LazyApply("gaitbench.evaluation.qe:apply_cluster_qe"),
-        transductive=True,
-        defaults={"method": "mutual-knn", "k": 1, "threshold": math.inf, "exclude_self": True, "weight": 0.1},
-        sides="both",
-    ),
-)
-
-
-def builtin_stages() -> tuple[Stage, ...]:
-    """The stages gaitbench ships (registered by :mod:`gaitbench.builtin`)."""
-    return BUILTIN_STAGES
 
 
 def with_distance(data: StageInput, distance, source: str) -> StageInput:

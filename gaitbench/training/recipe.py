@@ -100,7 +100,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     # inference batch size is a frame budget, not a GPU count; 0 = the device's default
-    # (run.default_frame_budget: 4096 frames on CUDA, 128 on a CPU, where small batches stay in cache)
+    # (steps.default_frame_budget: 4096 frames on CUDA, 128 on a CPU, where small batches stay in cache)
     max_frames_per_batch: int = 0
     max_sequences_per_batch: int = 64
     # post-processing stages run on the test distances, in order (none unless asked); their

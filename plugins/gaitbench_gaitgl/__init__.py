@@ -103,22 +103,19 @@ VARIANTS = {
 }
 
 
-def build_model(**kwargs):
-    from .model import GaitGL
-
-    return GaitGL(**kwargs)
-
-
 METHOD = gaitbench.Method(
     name="gaitgl",
     description="GaitGL: global + local 3-D convolutions, local temporal aggregation, GeM (triplet + CE)",
     paper="Lin, Zhang, Yu. Gait Recognition via Effective Global-Local Feature Representation and Local "
           "Temporal Aggregation. ICCV 2021; Lin, Zhang, Wang, Li, Yu. GaitGL: Learning Discriminative "
           "Global-Local Feature Representations for Gait Recognition. TPAMI 2022 (arXiv 2208.01380)",
-    build_model=build_model,
+    build_model="gaitbench_gaitgl.model:GaitGL",  # imported (with torch) when a model is built
     variants=VARIANTS,
     default_variant="casiab",
     recipes=Path(__file__).with_name("recipes"),
+    # the shapes of the speed targets (`gaitbench bench`, tests/test_throughput.py)
+    throughput_cases=(gaitbench.ThroughputCase.standard("casiab", "casiab", P=8, K=8)
+                      + gaitbench.ThroughputCase.standard("oumvlp", "oumvlp", P=32, K=8)),
     input_size=(64, 44),
     class_count_arg="num_classes",
 )
@@ -127,11 +124,3 @@ METHOD = gaitbench.Method(
 @gaitbench.hookimpl
 def register_methods(register):
     register(METHOD)
-
-
-@gaitbench.hookimpl
-def register_throughput_cases(register):
-    """The shapes of the speed targets (`tests/test_throughput.py`, `gaitbench bench`)."""
-    for case in (gaitbench.ThroughputCase.standard("gaitgl", "casiab", "casiab", P=8, K=8)
-                 + gaitbench.ThroughputCase.standard("gaitgl", "oumvlp", "oumvlp", P=32, K=8)):
-        register(case)

@@ -42,34 +42,22 @@ VARIANTS = {
 PIPELINES = {"hid2021": Path(__file__).with_name("pipelines") / "hid2021.toml"}
 
 
-def build_model(**kwargs):
-    from .model import GaitMask
-
-    return GaitMask(**kwargs)
-
-
 METHOD = gaitbench.Method(
     name="gaitmask",
     description="GaitMask: GaitGL-style 3-D network with random complementary-mask local branches (triplet only)",
     paper="Lin, Zhang, Sun, Qin, Wan. Bag of Tricks and GaitMask Network for Gait Recognition. HID 2021 "
           "competition report (first place)",
-    build_model=build_model,
+    build_model="gaitbench_gaitmask.model:GaitMask",  # imported (with torch) when a model is built
     variants=VARIANTS,
     default_variant="hid2021",
     recipes=Path(__file__).with_name("recipes"),
     input_size=(64, 44),
-    extra={"pipelines": PIPELINES, "depends_on": ("gaitbench_gaitgl",)},
+    # the shapes of the speed targets (`gaitbench bench`, tests/test_throughput.py)
+    throughput_cases=gaitbench.ThroughputCase.standard("hid2021", "hid2021", P=12, K=8, frames=64)[::2],
+    pipelines=PIPELINES,
 )
 
 
 @gaitbench.hookimpl
 def register_methods(register):
     register(METHOD)
-
-
-@gaitbench.hookimpl
-def register_throughput_cases(register):
-    """The shapes of the speed targets (`tests/test_throughput.py`, `gaitbench bench`)."""
-    train, _, infer = gaitbench.ThroughputCase.standard("gaitmask", "hid2021", "hid2021", P=12, K=8, frames=64)
-    register(train)
-    register(infer)

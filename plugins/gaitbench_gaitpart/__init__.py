@@ -26,21 +26,17 @@ VARIANTS = {
 }
 
 
-def build_model(**kwargs):
-    from .model import GaitPart
-
-    return GaitPart(**kwargs)
-
-
 METHOD = gaitbench.Method(
     name="gaitpart",
     description="GaitPart: focal convolutions + per-part micro-motion capture modules (temporal part-based)",
     paper="Fan, Peng, Cao, Liu, Hou, Chi, Huang, Li, He. GaitPart: Temporal Part-based Model for Gait "
           "Recognition. CVPR 2020",
-    build_model=build_model,
+    build_model="gaitbench_gaitpart.model:GaitPart",  # imported (with torch) when a model is built
     variants=VARIANTS,
     default_variant="casiab",
     recipes=Path(__file__).with_name("recipes"),
+    # the shapes of the speed targets (`gaitbench bench`, tests/test_throughput.py)
+    throughput_cases=gaitbench.ThroughputCase.standard("casiab", "casiab", P=8, K=16),
     input_size=(64, 44),
 )
 
@@ -48,10 +44,3 @@ METHOD = gaitbench.Method(
 @gaitbench.hookimpl
 def register_methods(register):
     register(METHOD)
-
-
-@gaitbench.hookimpl
-def register_throughput_cases(register):
-    """The shapes of the speed targets (`tests/test_throughput.py`, `gaitbench bench`)."""
-    for case in gaitbench.ThroughputCase.standard("gaitpart", "casiab", "casiab", P=8, K=16):
-        register(case)

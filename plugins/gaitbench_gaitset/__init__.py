@@ -24,20 +24,16 @@ VARIANTS = {
 }
 
 
-def build_model(**kwargs):
-    from .model import GaitSet
-
-    return GaitSet(**kwargs)
-
-
 METHOD = gaitbench.Method(
     name="gaitset",
     description="GaitSet: gait as a set of silhouettes, set pooling + horizontal pyramid mapping (baseline)",
     paper="Chao, He, Zhang, Feng. GaitSet: Regarding Gait as a Set for Cross-View Gait Recognition. AAAI 2019",
-    build_model=build_model,
+    build_model="gaitbench_gaitset.model:GaitSet",  # imported (with torch) when a model is built
     variants=VARIANTS,
     default_variant="casiab",
     recipes=Path(__file__).with_name("recipes"),
+    # the shapes of the speed targets (`gaitbench bench`, tests/test_throughput.py)
+    throughput_cases=gaitbench.ThroughputCase.standard("casiab", "casiab", P=8, K=16),
     input_size=(64, 44),
 )
 
@@ -45,10 +41,3 @@ METHOD = gaitbench.Method(
 @gaitbench.hookimpl
 def register_methods(register):
     register(METHOD)
-
-
-@gaitbench.hookimpl
-def register_throughput_cases(register):
-    """The shapes of the speed targets (`tests/test_throughput.py`, `gaitbench bench`)."""
-    for case in gaitbench.ThroughputCase.standard("gaitset", "casiab", "casiab", P=8, K=16):
-        register(case)

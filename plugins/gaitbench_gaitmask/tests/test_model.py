@@ -190,12 +190,12 @@ def test_recipes_and_pipeline():
     q = load_recipe(METHOD.recipe_path("quick"))
     assert q.variant == "quick" and q.loss.cross_entropy.weight == 0.0
     assert q.train.checkpoint_every == 200 and q.train.keep_checkpoints == 2
-    assert METHOD.extra["pipelines"] is PIPELINES
+    assert METHOD.pipelines == PIPELINES
     from gaitbench.evaluation.pipeline import load_pipeline, resolve_stages
 
-    pipe = load_pipeline("hid2021", get_plugins())  # found through the method's extra["pipelines"]
+    pipe = load_pipeline("hid2021", get_plugins().pipelines())  # found through the method's pipelines
     assert pipe.fuse == "concat" and pipe.stages == ["cluster-qe", "rerank"]
-    stages = resolve_stages(pipe.stages, pipe.params, get_plugins())  # every stage and parameter exists
+    stages = resolve_stages(pipe.stages, pipe.params, get_plugins().stages())  # every stage and parameter exists
     assert stages[1][1]["k1"] == 6 and stages[1][1]["squared"] is False  # OpenGait's HID re-ranking
     for item in pipe.inputs:  # the models it names exist
         name, variant = item.split(" [")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from html import escape
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .errors import GaitbenchError
-from .results import read_json
+from ..errors import GaitbenchError
+from .record import RunLike, RunRecord, as_run, read_run
+from ..io import write_text_atomic
 
 __all__ = ["write_report", "render_report", "read_train_log"]
 
@@ -170,23 +170,22 @@ def _figure_html(make: Callable[[], Any], caption: str, image_format: str) -> st
     return f"<figure>{body}<figcaption>{_e(caption)}</figcaption></figure>"
 
 
-def _per_view_section(result: dict[str, Any]) -> str:
+def _per_view_section(run: RunRecord) -> str:
     from .plots import probe_sets
 
-    tables = result.get("tables") or {}
-    sets = probe_sets(result, "per_probe_view")
+    tables = run.tables.probe_sets
+    sets = probe_sets(run, "per_probe_view")
     if not sets:
         return _note("The record has no per-view tables (this protocol reports no view breakdown).")
     views: list[str] = []
     for name in sets:
-        for view in tables[name].get("views") or tables[name]["per_probe_view"]:
+        for view in tables[name].views or tables[name].per_probe_view:
             if str(view) not in views:
                 views.append(str(view))
-    metrics = result.get("metrics") or {}
     rows = []
     for name in sets:
-        per_view = {str(k): v for k, v in tables[name]["per_probe_view"].items()}
-        mean = metrics.get(f"{name}/rank1")
+        per_view = {str(k): v for k, v in tables[name].per_probe_view.items()}
+        mean = run.metrics.get(f"{name}/rank1")
         if mean is None:
             values = [float(v) for v in per_view.values() if v is not None]
             mean = sum(values) / len(values) if values else None
@@ -194,22 +193,22 @@ def _per_view_section(result: dict[str, Any]) -> str:
                     + [("mean", _e(_num(mean)))])
     table = _table(["probe"] + views + ["mean"], rows, "per-view", mean_last=True)
     text = ("Rank-1 (%) per probe view, averaged over gallery views"
-            + (" (identical views excluded)" if (tables.get("settings") or {}).get("exclude_identical_view") else "")
+            + (" (identical views excluded)" if run.tables.settings and run.tables.settings.get("exclude_identical_view")
+               else "")
             + "; mean as reported in the metrics.")
-    ignored = tables.get("ignored_views")
+    ignored = run.tables.extra.get("ignored_views")
     if ignored:
         text += f" Ignored views: {_fmt(ignored)}."
     return f"<p>{_e(text)}</p>{table}"
 
 
-def _matrices_details(result: dict[str, Any]) -> str:
+def _matrices_details(run: RunRecord) -> str:
     from .plots import probe_sets
 
-    tables = result.get("tables") or {}
     parts = []
-    for name in probe_sets(result, "matrix"):
-        views = [str(v) for v in tables[name].get("views", [])]
-        matrix = tables[name]["matrix"]
+    for name in probe_sets(run, "matrix"):
+        views = [str(v) for v in run.tables.probe_sets[name].views or []]
+        matrix = run.tables.probe_sets[name].matrix
         rows = [[("key", _e(views[i] if i < len(views) else "?"))] + [("", _e(_num(v, 1))) for v in row]
                 for i, row in enumerate(matrix)]
         parts.append(_table([f"{name}: probe \\ gallery"] + views, rows, "matrix"))
@@ -218,133 +217,88 @@ def _matrices_details(result: dict[str, Any]) -> str:
     return "<details><summary>View matrices as numbers</summary>" + "".join(parts) + "</details>"
 
 
-def _facts_section(result: dict[str, Any]) -> str:
-    dataset = result.get("dataset") or {}
-    split = result.get("split") or {}
-    config = result.get("config") or {}
+def _facts_section(run: RunRecord) -> str:
+    dataset, split, config = run.dataset, run.split, run.config
     parts = ["<h3>Dataset and split</h3>", _kv_table([
-        ("dataset", dataset.get("name")),
-        ("synthetic", bool(dataset.get("synthetic"))),
-        ("fingerprint", dataset.get("fingerprint")),
+        ("dataset", dataset.name),
+        ("synthetic", dataset.synthetic),
+        ("fingerprint", dataset.fingerprint),
         ("subjects", dataset.get("subjects")),
         ("sequences", dataset.get("sequences")),
         ("store", dataset.get("store")),
         ("root", dataset.get("root")),
-        ("split: train", split.get("train")),
-        ("split: test", split.get("test")),
-        ("split: partition", split.get("partition")),
+        ("split: train", split.train or None),
+        ("split: test", split.test or None),
+        ("split: partition", split.partition),
     ] + [(f"generator.{k}", v) for k, v in _flatten(dataset.get("generator") or {})])]
-
     parts.append("<h3>Run</h3>")
     parts.append(_kv_table([
-        ("method", result.get("method")),
-        ("variant", result.get("variant")),
-        ("recipe", result.get("recipe") or config.get("name")),
-        ("seed", result.get("seed")),
-        ("iterations", result.get("iterations")),
-        ("precision", result.get("precision")),
-        ("device", result.get("device")),
-        ("parameters", result.get("parameters")),
-        ("checkpoint", result.get("checkpoint")),
+        ("method", run.method), ("variant", run.variant or None), ("recipe", run.recipe or config.get("name")),
+        ("seed", run.seed), ("iterations", run.iterations), ("precision", run.precision), ("device", run.device),
+        ("parameters", run.parameters), ("checkpoint", run.checkpoint),
     ]))
-    final = (result.get("training") or {}).get("final")
+    final = run.training.get("final")
     if isinstance(final, dict) and final:
         parts.append("<h3>Last training step</h3>" + _kv_table(final.items()))
-
     parts.append("<h3>Recipe</h3>")
-    if config:
-        if config.get("description"):
-            parts.append(f"<p>{_e(config['description'])}</p>")
-        pairs = _flatten(config)
-        key_pairs = [(k, v) for k, v in pairs if k.split(".", 1)[0] in KEY_RECIPE_SECTIONS]
-        parts.append(_kv_table(key_pairs) if key_pairs else _note("No sampler/optimizer/schedule settings."))
-        parts.append("<details><summary>Full recipe</summary>" + _kv_table(pairs) + "</details>")
-    else:
-        parts.append(_note("The record carries no recipe."))
-
-    settings = (result.get("tables") or {}).get("settings")
-    if isinstance(settings, dict) and settings:
-        parts.append("<h3>Evaluation settings</h3>" + _kv_table(_flatten(settings)))
-
-    timings = result.get("timings") or {}
-    if timings:
+    parts.append(_recipe_facts(config))
+    if run.tables.settings is not None and run.tables.settings.options:
+        parts.append("<h3>Evaluation settings</h3>" + _kv_table(_flatten(run.tables.settings.options)))
+    if run.timings:
         parts.append("<h3>Timings</h3>" + _kv_table(
-            (k, f"{_num(v, 1)} s" if k.endswith("_s") else v) for k, v in timings.items()))
-    versions = result.get("versions") or {}
-    if versions:
-        parts.append("<h3>Versions</h3>" + _kv_table(_flatten(versions)))
-    stages = result.get("stages") or []
+            (k, f"{_num(v, 1)} s" if k.endswith("_s") else v) for k, v in run.timings.items()))
+    parts.append("<h3>Versions</h3>" + _kv_table(_flatten(run.versions.to_json())))
     parts.append("<h3>Post-processing stages</h3>")
-    if stages:
-        parts.append(_kv_table(
-            (s.get("name", f"#{i + 1}") if isinstance(s, dict) else str(s),
-             {k: v for k, v in s.items() if k != "name"} if isinstance(s, dict) else "")
-            for i, s in enumerate(stages)))
+    if run.stages:
+        parts.append(_kv_table((s.name, {k: v for k, v in s.to_json().items() if k != "name"}) for s in run.stages))
     else:
         parts.append(_note("None: plain retrieval."))
     return "".join(parts)
 
 
-def render_report(result: dict[str, Any], log_records: list[dict[str, Any]] | None = None,
+def _recipe_facts(config: dict[str, Any]) -> str:
+    if not config:
+        return _note("The record carries no recipe.")
+    parts = [f"<p>{_e(config['description'])}</p>"] if config.get("description") else []
+    pairs = _flatten(config)
+    key_pairs = [(k, v) for k, v in pairs if k.split(".", 1)[0] in KEY_RECIPE_SECTIONS]
+    parts.append(_kv_table(key_pairs) if key_pairs else _note("No sampler/optimizer/schedule settings."))
+    parts.append("<details><summary>Full recipe</summary>" + _kv_table(pairs) + "</details>")
+    return "".join(parts)
+
+
+def render_report(run: RunLike, log_records: list[dict[str, Any]] | None = None,
                   notes: Iterable[str] = (), image_format: str = "svg") -> str:
     """The report page for one run record (and its training log records) as an HTML string."""
-    from . import plots
-
     if image_format not in IMAGE_FORMATS:
         raise GaitbenchError(f"unknown image format {image_format!r}; use one of {', '.join(IMAGE_FORMATS)}")
-    method = str(result.get("method", "?")) + (f" [{result['variant']}]" if result.get("variant") else "")
-    protocol = str(result.get("protocol", "?")) + (
-        f" v{result['protocol_version']}" if result.get("protocol_version") else "")
-    dataset = result.get("dataset") if isinstance(result.get("dataset"), dict) else {}
-    synthetic = bool(dataset.get("synthetic"))
-    tables = result.get("tables") if isinstance(result.get("tables"), dict) else {}
-
+    run = as_run(run)
+    method = run.method + (f" [{run.variant}]" if run.variant else "")
+    protocol = run.protocol + (f" v{run.protocol_version}" if run.protocol_version else "")
     body = [f"<h1>{_e(method)} &mdash; {_e(protocol)}</h1>",
-            f'<p class="subtitle">dataset {_e(dataset.get("name", "?"))} '
-            f'(fingerprint {_e(dataset.get("fingerprint", "?"))}), recipe {_e(result.get("recipe", "?"))}, '
-            f'seed {_e(result.get("seed", "?"))}</p>']
-    if synthetic:
+            f'<p class="subtitle">dataset {_e(run.dataset.name)} (fingerprint {_e(run.dataset.fingerprint)}), '
+            f'recipe {_e(run.recipe or "?")}, seed {_e("?" if run.seed is None else run.seed)}</p>']
+    if run.synthetic:
         body.append('<div class="banner" id="synthetic-banner">SYNTHETIC DATA &mdash; not comparable with '
                     'published numbers</div>')
 
     body.append("<h2>Metrics</h2>")
-    metrics = result.get("metrics") if isinstance(result.get("metrics"), dict) else {}
-    if metrics:
-        body.append(_table(["metric", "value"], ([("key", _e(k)), ("", _e(_num(v)))] for k, v in metrics.items()),
+    if run.metrics:
+        body.append(_table(["metric", "value"], ([("key", _e(k)), ("", _e(_num(v)))] for k, v in run.metrics.items()),
                            "metrics"))
     else:
         body.append(_note("The record has no metrics."))
-
     body.append("<h2>Per probe view</h2>")
-    body.append(_guarded(lambda: _per_view_section(result), "Per-view table"))
-
+    body.append(_guarded(lambda: _per_view_section(run), "Per-view table"))
     body.append("<h2>Figures</h2>")
-    if plots.probe_sets(result, "matrix"):
-        body.append(_figure_html(lambda: plots.view_matrix_heatmaps(result),
-                                 "Rank-1 (%) for each probe view (rows) against each gallery view (columns).",
-                                 image_format))
-        body.append(_guarded(lambda: _matrices_details(result), "View matrices"))
-    if plots.probe_sets(result, "per_probe_view"):
-        body.append(_figure_html(lambda: plots.per_view_curves(result),
-                                 "Rank-1 (%) per probe view, one line per probe set.", image_format))
-    if isinstance(tables.get("cmc"), dict):
-        body.append(_figure_html(lambda: plots.cmc_curve(result), "Cumulative match characteristic.", image_format))
-    if not plots.probe_sets(result, "matrix") and not plots.probe_sets(result, "per_probe_view") \
-            and "cmc" not in tables:
-        body.append(_note("No evaluation tables in the record: no evaluation figures."))
-    if log_records:
-        training_title = plots.run_title(result, "Training")
-        body.append(_figure_html(lambda: plots.training_curves(log_records, title=training_title),
-                                 "Training loss and learning rate per logged step.", image_format))
+    body.extend(_figures(run, log_records, image_format))
     body.extend(_note(n) for n in notes)
-
     body.append("<h2>Run facts</h2>")
-    body.append(_guarded(lambda: _facts_section(result), "Run facts"))
-    gaitbench_version = (result.get("versions") or {}).get("gaitbench", "?")
-    body.append(f"<footer>gaitbench {_e(gaitbench_version)} run report. Self-contained page: "
+    body.append(_guarded(lambda: _facts_section(run), "Run facts"))
+    body.append(f"<footer>gaitbench {_e(run.versions.gaitbench)} run report. Self-contained page: "
                 f"no scripts, no external resources.</footer>")
 
-    title = f"gaitbench report: {method} - {protocol}" + (" (SYNTHETIC)" if synthetic else "")
+    title = f"gaitbench report: {method} - {protocol}" + (" (SYNTHETIC)" if run.synthetic else "")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             # Belt and braces for "loads nothing": the browser refuses any fetch or script.
             "<meta http-equiv=\"Content-Security-Policy\" "
@@ -354,25 +308,40 @@ def render_report(result: dict[str, Any], log_records: list[dict[str, Any]] | No
             + "\n".join(body) + "\n</body>\n</html>\n")
 
 
+def _figures(run: RunRecord, log_records, image_format: str) -> list[str]:
+    """The evaluation figures the record supports, then the training curves."""
+    from . import plots
+
+    out = []
+    matrices, per_view = plots.probe_sets(run, "matrix"), plots.probe_sets(run, "per_probe_view")
+    if matrices:
+        out.append(_figure_html(lambda: plots.view_matrix_heatmaps(run),
+                                "Rank-1 (%) for each probe view (rows) against each gallery view (columns).",
+                                image_format))
+        out.append(_guarded(lambda: _matrices_details(run), "View matrices"))
+    if per_view:
+        out.append(_figure_html(lambda: plots.per_view_curves(run),
+                                "Rank-1 (%) per probe view, one line per probe set.", image_format))
+    cmc = run.tables.extra.get("cmc")
+    if isinstance(cmc, dict):
+        out.append(_figure_html(lambda: plots.cmc_curve(run), "Cumulative match characteristic.", image_format))
+    if not matrices and not per_view and cmc is None:
+        out.append(_note("No evaluation tables in the record: no evaluation figures."))
+    if log_records:
+        title = plots.run_title(run, "Training")
+        out.append(_figure_html(lambda: plots.training_curves(log_records, title=title),
+                                "Training loss and learning rate per logged step.", image_format))
+    return out
+
+
 def write_report(run_dir: str | Path, out: str | Path | None = None, *, image_format: str = "svg") -> Path:
     """Write the HTML report of the run in ``run_dir`` (default ``run_dir/report.html``); returns its path.
     ``run_dir`` may also be the ``result.json`` itself."""
     run_dir = Path(run_dir)
+    run = read_run(run_dir)
     if run_dir.is_file():
-        result_path, run_dir = run_dir, run_dir.parent
-    else:
-        result_path = run_dir / "result.json"
-    if not result_path.is_file():
-        raise GaitbenchError(f"{run_dir}: no result.json (not a gaitbench run directory, or the run did not finish)")
-    result = read_json(result_path)
-    if not isinstance(result, dict):
-        raise GaitbenchError(f"{result_path}: not a gaitbench run record")
+        run_dir = run_dir.parent
     log_records, notes = read_train_log(run_dir / "train_log.jsonl")
-    page = render_report(result, log_records, notes, image_format=image_format)
+    page = render_report(run, log_records, notes, image_format=image_format)
     out = Path(out) if out is not None else run_dir / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename: a reader never sees half a report.
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(page, "utf-8")
-    os.replace(tmp, out)
-    return out
+    return write_text_atomic(out, page)  # a reader never sees half a report

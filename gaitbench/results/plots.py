@@ -21,6 +21,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from .record import RunLike, as_run
+
 __all__ = [
     "view_matrix_heatmaps",
     "per_view_curves",
@@ -54,30 +56,21 @@ def _text(value: Any) -> str:
     return str(value).replace("$", r"\$")
 
 
-def run_title(result: dict[str, Any], what: str) -> str:
+def run_title(run: RunLike, what: str) -> str:
     """``"<what> - method [variant] - protocol vX"``, marked SYNTHETIC DATA when it is."""
-    label = str(result.get("method", "?"))
-    if result.get("variant"):
-        label += f" [{result['variant']}]"
-    protocol = str(result.get("protocol", "?"))
-    if result.get("protocol_version"):
-        protocol += f" v{result['protocol_version']}"
-    title = f"{what} - {label} - {protocol}"
-    if (result.get("dataset") or {}).get("synthetic"):
-        title += " - SYNTHETIC DATA"
-    return title
+    run = as_run(run)
+    label = run.method + (f" [{run.variant}]" if run.variant else "")
+    protocol = run.protocol + (f" v{run.protocol_version}" if run.protocol_version else "")
+    return f"{what} - {label} - {protocol}" + (" - SYNTHETIC DATA" if run.synthetic else "")
 
 
 def _as_float(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
-def probe_sets(result: dict[str, Any], key: str = "matrix") -> list[str]:
-    """Names of the probe sets in ``result["tables"]`` (NM, BG, CL...) that carry ``key``."""
-    tables = result.get("tables")
-    if not isinstance(tables, dict):
-        return []
-    return [name for name, table in tables.items() if isinstance(table, dict) and key in table]
+def probe_sets(run: RunLike, key: str = "matrix") -> list[str]:
+    """Names of the run's probe sets (NM, BG, CL...) whose table carries ``key``."""
+    return [name for name, table in as_run(run).tables.probe_sets.items() if key in table.to_json()]
 
 
 def save_figure(fig: Figure, out: OutPaths, dpi: int = 150) -> list[Path]:
@@ -112,16 +105,17 @@ def figure_to_png_base64(fig: Figure, dpi: int = 110) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def view_matrix_heatmaps(result: dict[str, Any], out: OutPaths = None) -> Figure:
+def view_matrix_heatmaps(run: RunLike, out: OutPaths = None) -> Figure:
     """One annotated probe-view x gallery-view rank-1 heatmap per probe set, sharing one colour scale."""
-    sets = probe_sets(result, "matrix")
+    run = as_run(run)
+    sets = probe_sets(run, "matrix")
     if not sets:
         raise ValueError("no view matrices in result['tables'] (needs probe sets with 'views' and 'matrix')")
-    tables = result["tables"]
     matrices = []
     for name in sets:
-        matrix = np.array([[_as_float(v) for v in row] for row in tables[name]["matrix"]], dtype=float)
-        views = [str(v) for v in tables[name].get("views", [])]
+        table = run.tables.probe_sets[name]
+        matrix = np.array([[_as_float(v) for v in row] for row in table.matrix], dtype=float)
+        views = [str(v) for v in table.views or []]
         if matrix.ndim != 2 or matrix.shape != (len(views), len(views)):
             raise ValueError(f"tables[{name!r}]: matrix of shape {matrix.shape} does not match "
                              f"{len(views)} views")
@@ -147,7 +141,7 @@ def view_matrix_heatmaps(result: dict[str, Any], out: OutPaths = None) -> Figure
         if len(views) <= MAX_ANNOTATED_VIEWS:
             _annotate_cells(ax, matrix, norm)
     fig.colorbar(image, ax=list(axes), shrink=0.8, label="rank-1 (%)")
-    fig.suptitle(_text(run_title(result, "Rank-1 by probe and gallery view")))
+    fig.suptitle(_text(run_title(run, "Rank-1 by probe and gallery view")))
     save_figure(fig, out)
     return fig
 
@@ -164,25 +158,25 @@ def _annotate_cells(ax, matrix: np.ndarray, norm: Normalize) -> None:
         ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=size, color=colour)
 
 
-def per_view_curves(result: dict[str, Any], out: OutPaths = None) -> Figure:
+def per_view_curves(run: RunLike, out: OutPaths = None) -> Figure:
     """Rank-1 per probe view (mean over gallery views), one line per probe set."""
-    sets = probe_sets(result, "per_probe_view")
+    run = as_run(run)
+    sets = probe_sets(run, "per_probe_view")
     if not sets:
         raise ValueError("no per-view results in result['tables'] (needs probe sets with 'per_probe_view')")
-    tables = result["tables"]
+    tables = run.tables.probe_sets
     views: list[str] = []
     for name in sets:  # union of views, in first-seen order
-        for view in tables[name].get("views") or tables[name]["per_probe_view"]:
+        for view in tables[name].views or tables[name].per_probe_view:
             if str(view) not in views:
                 views.append(str(view))
     fig = _new_figure(max(6.0, 0.5 * len(views) + 2.0), 4.2)
     ax = fig.add_subplot()
     x = np.arange(len(views))
-    metrics = result.get("metrics") or {}
     for name in sets:
-        per_view = {str(k): v for k, v in tables[name]["per_probe_view"].items()}
+        per_view = {str(k): v for k, v in tables[name].per_probe_view.items()}
         y = np.array([_as_float(per_view.get(v)) for v in views])
-        mean = metrics.get(f"{name}/rank1")
+        mean = run.metrics.get(f"{name}/rank1")
         if mean is None and np.isfinite(y).any():
             mean = float(np.nanmean(y))
         label = _text(name) + (f" (mean {float(mean):.2f})" if mean is not None else "")
@@ -192,17 +186,18 @@ def per_view_curves(result: dict[str, Any], out: OutPaths = None) -> Figure:
     ax.set_ylabel("rank-1 (%)")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    ax.set_title(_text(run_title(result, "Rank-1 per probe view")), fontsize=10)
+    ax.set_title(_text(run_title(run, "Rank-1 per probe view")), fontsize=10)
     save_figure(fig, out)
     return fig
 
 
-def cmc_curve(result: dict[str, Any], out: OutPaths = None) -> Figure:
+def cmc_curve(run: RunLike, out: OutPaths = None) -> Figure:
     """Cumulative match characteristic from ``tables["cmc"] = {"ranks": [...], "values": [...]}``;
     ``values`` may also map curve names to lists."""
-    cmc = (result.get("tables") or {}).get("cmc")
+    run = as_run(run)
+    cmc = run.tables.extra.get("cmc")
     if not isinstance(cmc, dict) or "ranks" not in cmc or "values" not in cmc:
-        raise ValueError(f"run record for protocol {result.get('protocol', '?')!r} has no CMC curve: "
+        raise ValueError(f"run record for protocol {run.protocol!r} has no CMC curve: "
                          "expected tables['cmc'] = {'ranks': [...], 'values': [...]}")
     ranks = [int(r) for r in cmc["ranks"]]
     curves = cmc["values"] if isinstance(cmc["values"], dict) else {"CMC": cmc["values"]}
@@ -218,7 +213,7 @@ def cmc_curve(result: dict[str, Any], out: OutPaths = None) -> Figure:
     ax.grid(True, alpha=0.3)
     if len(curves) > 1:
         ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(_text(run_title(result, "CMC")), fontsize=10)
+    ax.set_title(_text(run_title(run, "CMC")), fontsize=10)
     save_figure(fig, out)
     return fig
 

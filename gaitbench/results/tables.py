@@ -1,11 +1,6 @@
-"""Run records (``result.json``) and the tables printed for a protocol."""
+"""The tables printed for a protocol: a report as the papers print it, and its title."""
 
 from __future__ import annotations
-
-import json
-import os
-from pathlib import Path
-from typing import Any
 
 from tabulate import tabulate
 
@@ -52,42 +47,6 @@ def report_table(report, tablefmt: str = "github") -> str:
     return tabulate(rows, headers=["probes"] + names + ["n"], tablefmt=tablefmt, floatfmt=".2f")
 
 
-def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_jsonable), "utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def _jsonable(obj):
-    import numpy as np
-
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
-
-
-def read_json(path: str | Path) -> dict[str, Any]:
-    """A JSON file written by gaitbench; a clear error when it is missing or broken."""
-    from .errors import GaitbenchError
-
-    path = Path(path)
-    try:
-        return json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise GaitbenchError(f"{path} not found") from None
-    except (OSError, ValueError) as exc:
-        raise GaitbenchError(f"{path} is not readable JSON: {exc}") from None
-
-
 def describe_metrics(protocol) -> str:
     """A short title for the printed table: what the numbers are."""
     ev = protocol.evaluation
@@ -97,3 +56,18 @@ def describe_metrics(protocol) -> str:
         return "rank-1 (%): each probe's nearest gallery subject against the truth file"
     names = [f"rank-{k}" for k in ev.ranks] + (["mAP"] if ev.map else []) + (["mINP"] if ev.minp else [])
     return ", ".join(names) + " (%)"
+
+
+def print_run(run, report, protocol, out_dir, echo) -> None:
+    """What ``gaitbench run`` prints at the end: the title (method, protocol, what the numbers are,
+    SYNTHETIC, stages), the protocol's table, the submission file, where the record went."""
+    echo("")
+    echo(f"{run.method} [{run.variant}] on {protocol.describe()} - {describe_metrics(protocol)}"
+         f"{' - SYNTHETIC DATA' if run.synthetic else ''}"
+         f"{'; stages: ' + ', '.join(s.name for s in run.stages) if run.stages else ''}")
+    echo(report_table(report))
+    if run.submission and run.submission.get("path"):
+        scored = run.submission.get("truth") is not None
+        echo(f"submission written to {run.submission['path']}" + ("" if scored else
+             " (no truth file: the probes' identities are unknown, so there is no score; --truth FILE scores it)"))
+    echo(f"\nrun written to {out_dir}/result.json ({run.timings['total_s']:.0f} s)")

@@ -1,0 +1,82 @@
+"""The embeddings file (``.npz``): the one contract between embedding sequences and evaluating
+them, written by ``run`` and ``embed`` and read by ``evaluate`` (and fusion).
+
+Arrays: ``embeddings`` float32 or float16 ``[N, C, P]`` (P parts; ``[N, D]`` is read as P = 1)
+and the string labels ``subjects``, ``types``, ``views`` of length N (the three labels OpenGait's
+evaluator uses). Optional: ``probe_set`` (the partition's PROBE_SET, so Gait3D's embeddings
+evaluate without the partition file) and metadata scalars (``method``, ``protocol``,
+``synthetic``, ``dataset_fingerprint``, ``metric``, ``checkpoint_sha256``...).
+
+Files come from strangers: they are read with ``allow_pickle=False`` and checked for shapes and
+types; they are written atomically (a half-written file never carries the real name).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from ..io import atomic_write
+
+__all__ = ["LABELS", "REQUIRED", "read_embeddings", "validate_embeddings", "write_embeddings"]
+
+LABELS = ("subjects", "types", "views")
+REQUIRED = ("embeddings", *LABELS)
+
+
+def read_embeddings(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of an embeddings file, validated (:func:`validate_embeddings`); pickled objects
+    are refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"embeddings file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files}
+    except ValueError as exc:
+        raise DataError(f"{path}: refusing to load pickled objects from an embeddings file ({exc})") from None
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable .npz embeddings file ({type(exc).__name__}: {exc})") from None
+    return validate_embeddings(data, str(path))
+
+
+def validate_embeddings(data: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """``data`` with ``embeddings`` as ``[N, C, P]`` floats and the labels as strings of length N;
+    anything else is a :class:`DataError` naming ``source`` and what was expected."""
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise DataError(f"{source}: missing arrays {missing}; expected {list(REQUIRED)}")
+    emb = data["embeddings"]
+    if emb.ndim == 2:
+        emb = emb[:, :, None]
+    if emb.ndim != 3 or emb.dtype.kind != "f":
+        raise DataError(f"{source}: embeddings must be float [N, C, P] or [N, D], found {emb.dtype} {emb.shape}")
+    data["embeddings"] = emb
+    for key in LABELS:
+        data[key] = data[key].astype(str)
+        if len(data[key]) != len(emb):
+            raise DataError(f"{source}: {key} has {len(data[key])} entries but there are {len(emb)} embeddings")
+    return data
+
+
+def write_embeddings(path: str | Path, embeddings: np.ndarray, labels, probe_set=(), **meta: Any) -> Path:
+    """Write ``embeddings`` ``[N, C, P]`` with the ``subject`` / ``type`` / ``view`` columns of
+    ``labels`` (a table of N rows, e.g. the store's index at the embedded rows), the partition's
+    ``probe_set`` when it has one, and ``meta`` as string scalars. As ``numpy.savez``, a path
+    without the ``.npz`` suffix gets it; returns the path written."""
+    arrays: dict[str, np.ndarray] = {
+        "embeddings": embeddings,
+        "subjects": labels["subject"].to_numpy().astype(str),
+        "types": labels["type"].to_numpy().astype(str),
+        "views": labels["view"].to_numpy().astype(str),
+    }
+    if len(probe_set):
+        arrays["probe_set"] = np.asarray(list(probe_set), dtype=str)
+    arrays.update({k: np.asarray(str(v)) for k, v in meta.items()})
+    path = Path(path)
+    if path.suffix != ".npz":  # as numpy.savez names its files
+        path = path.with_name(path.name + ".npz")
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
