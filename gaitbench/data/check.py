@@ -63,9 +63,9 @@ def check_dataset(store, protocol, *, read_frames: bool = True, progress: bool =
     lengths = index["length"].to_numpy().copy()
     bad: dict[int, str] = {}
     if read_frames:
-        from tqdm.auto import tqdm
+        from ..progress import progress as progress_bar
 
-        for i in tqdm(range(len(index)), desc="checking", unit="seq", disable=not progress, dynamic_ncols=True):
+        for i in progress_bar(range(len(index)), desc="checking", unit="seq", enabled=progress):
             try:
                 frames = store.frames(i)
             except DataError as exc:

@@ -54,12 +54,12 @@ def export_pkl_tree(store: Store, out_dir: str | Path, *, square: bool = True, p
         if label in seen:
             raise DataError(f"{store.root}: sequence {label} appears twice; a pkl tree holds one per label")
         seen.add(label)
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_bar
 
     with building(out) as tmp:
-        for i, (subject, type_, view) in enumerate(tqdm(
+        for i, (subject, type_, view) in enumerate(progress_bar(
                 list(zip(store.index["subject"], store.index["type"], store.index["view"])),
-                desc="exporting pkl tree", unit="seq", disable=not progress, dynamic_ncols=True)):
+                desc="exporting pkl tree", unit="seq", enabled=progress)):
             frames = np.ascontiguousarray(store.frames(i))
             if square:
                 frames = square_pad(frames)

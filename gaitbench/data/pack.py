@@ -34,7 +34,7 @@ def pack_store(src: str | Path, dest: str | Path, *, strict: bool = False, progr
                chunk_frames: int = 8192) -> PackSummary:
     """Pack the dataset at ``src`` (packed store, OpenGait pkl tree or pretreated PNG tree) into
     ``dest``."""
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_bar
 
     store = open_store(src)
     dest = Path(dest)
@@ -45,7 +45,7 @@ def pack_store(src: str | Path, dest: str | Path, *, strict: bool = False, progr
     total = 0
     with building(dest) as tmp:
         with open(tmp / "frames.raw", "wb") as raw:
-            for i in tqdm(range(len(store)), desc="packing", unit="seq", disable=not progress, dynamic_ncols=True):
+            for i in progress_bar(range(len(store)), desc="packing", unit="seq", enabled=progress):
                 label = store.describe_row(i)
                 try:
                     frames = store.frames(i)

@@ -320,10 +320,10 @@ def pretreat_tree(src: str | Path, dest: str | Path, dataset: str, *, img_size: 
     log_path = dest / LOG_NAME
     records, jobs = _plan_jobs(sequences, src, dest, _previous_log(log_path), img_size=img_size, dataset=dataset,
                                strict=strict)
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_bar
 
-    bar = tqdm(total=len(sequences), initial=len(sequences) - len(jobs), desc=f"pretreating {dataset}",
-               unit="seq", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(sequences), initial=len(sequences) - len(jobs), desc=f"pretreating {dataset}",
+                       unit="seq", enabled=progress)
     try:
         for rec in _run_jobs(jobs, workers):
             records[(rec["subject"], rec["type"], rec["view"])] = rec

@@ -467,7 +467,7 @@ def generate(spec: SynthSpec, out: str | Path, workers: int | None = None, progr
     if plan.probe_truth is not None:
         meta["probe_truth_file"] = PROBE_TRUTH_FILE
     table = plan.table
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_bar
 
     with building(out) as tmp:
         writer = PackedWriter(tmp, table, (spec.height, frame_width(spec.height)), meta)
@@ -478,8 +478,7 @@ def generate(spec: SynthSpec, out: str | Path, workers: int | None = None, progr
                       float(r.azimuth), float(r.elevation), r.occlusion) for r in group.itertuples(index=False)]
             jobs.append((str(tmp), asdict(spec), items))
         workers = workers or min(len(jobs), os.cpu_count() or 1)
-        with tqdm(total=len(table), desc=f"synthesising {spec.layout}", unit="seq", disable=not progress,
-                  dynamic_ncols=True) as bar:
+        with progress_bar(total=len(table), desc=f"synthesising {spec.layout}", unit="seq", enabled=progress) as bar:
             if workers <= 1:
                 for job in jobs:
                     bar.update(_render_walker(job))

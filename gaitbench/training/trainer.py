@@ -290,7 +290,7 @@ class Trainer:
         return logs
 
     def train(self, iterations: int) -> list[dict[str, float]]:
-        from tqdm.auto import tqdm
+        from ..progress import progress
 
         cfg = self.recipe.train
         if self.plugins:
@@ -298,8 +298,8 @@ class Trainer:
         self.train_model.train()
         log = self._open_log()
         tb = self._tensorboard()
-        bar = tqdm(total=iterations, initial=self.step, desc="training", unit="it",
-                   disable=not self.progress or not self.dist.is_main, dynamic_ncols=True)
+        bar = progress(total=iterations, initial=self.step, desc="training", unit="it",
+                       enabled=self.progress and self.dist.is_main)
         previous = self._install_signal_handlers()
         started = time.perf_counter()
         try:
