@@ -1,7 +1,8 @@
 """Readable reference port of k-reciprocal re-ranking (Zhong et al., CVPR 2017).
 
-Written from the step list of ``reranking-notes.md`` section 1.2 (the float32 "ranklist" form
-that torchreid and fast-reid ship), one statement per step, with Python loops. It is slow on
+Written from the steps of the float32 "ranklist" form (zhunzhong07/person-re-ranking
+``python-version/re_ranking_ranklist.py`` at commit 278f2c7, which torchreid and fast-reid ship),
+one statement per step, with Python loops. It is slow on
 purpose: tests cross-check :mod:`gaitbench.evaluation.rerank` against it, and the benchmark
 times it. Two deliberate, documented choices where the original leaves things open:
 

@@ -16,7 +16,8 @@ from gaitbench.plugins import build_plugin_manager, get_plugins
 
 from .conftest import run_cli
 
-# GaitSet's reference state-dict layout (opengait-notes.md 3.6), CASIA-B shapes.
+# GaitSet's reference state-dict layout (OpenGait opengait/modeling/models/gaitset.py at commit 0efafd4,
+# configs/gaitset/gaitset.yaml), CASIA-B shapes.
 GAITSET_KEYS = {
     "set_block1.forward_block.0.conv.weight": (32, 1, 5, 5),
     "set_block1.forward_block.2.conv.weight": (32, 32, 3, 3),

@@ -2,8 +2,10 @@
 
 What it computes
 ----------------
-Exactly the reference algorithm of ``reranking-notes.md`` §1.2 (the float32 "ranklist" form
-shipped by torchreid and fast-reid), over the ``N = Q + G`` sequences ``[probe; gallery]``:
+Exactly the reference algorithm of k-reciprocal re-ranking (Z. Zhong, L. Zheng, D. Cao, S. Li,
+CVPR 2017) in the float32 "ranklist" form of zhunzhong07/person-re-ranking
+``python-version/re_ranking_ranklist.py`` at commit 278f2c7 (torchreid and fast-reid ship the same
+code), over the ``N = Q + G`` sequences ``[probe; gallery]``:
 
 1. ``d``: the input distance between all sequences, squared elementwise when ``squared``.
 2. ``D[i] = d[i] / max(d[i])``: every row divided by its maximum (a row whose maximum is not
@@ -27,7 +29,7 @@ ties; the float32 ranklist form is the one with a readable port to test against
 (``tests/reference_rerank.py``; the two agree to 1e-5).
 
 Inputs are explicit: ``distance`` ("protocol" = the protocol's metric, or a metric name) and
-``squared``. Presets (:data:`gaitbench.evaluation.stages.RERANK_PRESETS`):
+``squared``. Presets (:data:`gaitbench.builtin.RERANK_PRESETS`):
 
 - ``zhong2017`` (default): the protocol's distance squared, k1=20, k2=6, lambda=0.3. "Squared
   Euclidean" for part-based embeddings means the square of the protocol's distance (for "euc",

@@ -1,6 +1,8 @@
 """Ranked retrieval of probes against one gallery: rank-k (CMC), mAP and mINP.
 
-Semantics (those of the reference evaluators, ``shared/reference/opengait-notes.md`` 1.4-1.6):
+Semantics (those of the reference evaluators: OpenGait ``opengait/evaluation/evaluator.py``,
+``cross_view_gallery_evaluation``, ``evaluate_real_scene`` and ``evaluate_Gait3D``, and
+``metric.py::evaluate_rank``, at commit 0efafd4):
 
 * Each probe's gallery is ranked by ascending distance. Ties are broken stably: the gallery item
   earliest in input order ranks first (the reference's ``argsort``/``topk`` break them arbitrarily).

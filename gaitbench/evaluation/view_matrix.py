@@ -1,7 +1,7 @@
 """Single-view-gallery cross-view rank-1 protocol (CASIA-B, OU-MVLP, ...).
 
-Semantics (those of the reference implementation, see
-``shared/reference/opengait-notes.md`` section 1.3):
+Semantics (those of the reference implementation, OpenGait
+``opengait/evaluation/evaluator.py::single_view_gallery_evaluation`` at commit 0efafd4):
 
 * For each probe set ``S`` (e.g. ``NM = [nm-05, nm-06]``), each probe view
   ``v1`` and each gallery view ``v2`` of ``view_list``: the probes are the
