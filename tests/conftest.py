@@ -66,3 +66,14 @@ def run_cli(*args, env=None, cwd=None, timeout=600):
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "gaitbench", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=timeout)
+
+
+class CreatesFile:
+    """An attacker's pickle payload: unpickling it calls ``os.system`` and creates the file at
+    ``path``, so a test shows that a loader ran nothing by checking that the file does not exist."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 
 import numpy as np
@@ -13,6 +12,8 @@ from gaitbench.data.sampling import TripletSampler, clip_positions, sequence_bat
 from gaitbench.data.store import PackedStore, PklTreeStore, cut_sides, open_store
 from gaitbench.data.synthetic import SynthSpec, generate, sequence_table
 from gaitbench.errors import DataError
+
+from .conftest import CreatesFile
 
 
 def write_pkl_tree(root, subjects=("001", "002"), types=("nm-01", "nm-02"), views=("000", "090"), t=5, w=64):
@@ -28,16 +29,6 @@ def write_pkl_tree(root, subjects=("001", "002"), types=("nm-01", "nm-02"), view
                     pickle.dump(arr, f)
                 arrays[(s, ty, v)] = arr
     return arrays
-
-
-class CreatesFile:
-    """Unpickling this would call os.system and create a file."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.path}",))
 
 
 def test_safe_pickle_loads_arrays_of_any_protocol(tmp_path):

@@ -4,7 +4,6 @@ or short sequences."""
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
 
@@ -21,15 +20,7 @@ from gaitbench.errors import DataError
 from gaitbench import get_protocol
 from gaitbench.protocols import resolve_split
 
-from .conftest import run_cli
-
-
-class CreatesFile:
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.path}",))
+from .conftest import CreatesFile, run_cli
 
 
 @pytest.mark.parametrize("layout", ["casiab", "oumvlp", "grew", "gait3d", "hid"])

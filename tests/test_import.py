@@ -3,7 +3,6 @@ forward pass written from the reference's state-dict layout."""
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from gaitbench.checkpoint_import import import_opengait, infer_class_count
 from gaitbench.errors import DataError, GaitbenchError
 from gaitbench.plugins import build_plugin_manager, get_plugins
 
-from .conftest import run_cli
+from .conftest import CreatesFile, run_cli
 
 # GaitSet's reference state-dict layout (OpenGait opengait/modeling/models/gaitset.py at commit 0efafd4,
 # configs/gaitset/gaitset.yaml), CASIA-B shapes.
@@ -116,18 +115,10 @@ def test_mismatches_are_listed(tmp_path):
     assert proc.returncode != 0 and "missing (1)" in proc.stderr and "Traceback" not in proc.stderr
 
 
-class Payload:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.path}",))
-
-
 def test_untrusted_checkpoints_run_nothing(tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
-    torch.save({"model": Payload(marker)}, evil)
+    torch.save({"model": CreatesFile(marker)}, evil)
     with pytest.raises(DataError, match="not loadable as a weights-only checkpoint"):
         import_opengait(evil, get_plugins().method("gaitset"), "casiab", tmp_path / "gb.pt")
     assert not marker.exists()
