@@ -7,7 +7,8 @@ A violation raises :class:`ContractViolation` (an ``AssertionError``) naming the
 variant, the clause and what went wrong.
 
 Inputs are tiny (a few sequences of at most 7 frames at the variant's ``input_size``) so that the
-whole contract of a small variant takes seconds on a CPU. Everything runs on the CPU.
+whole contract of a small variant takes seconds on a CPU. Everything runs on the CPU. The checks set
+``__tracebackhide__``: a failing test shows the violation, not the kit's frames.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class ContractViolation(AssertionError):
 
 
 def _fail(where: str, clause: str, detail: str):
+    __tracebackhide__ = True
     raise ContractViolation(where, [(clause, detail)])
 
 
@@ -136,6 +138,7 @@ def check_outputs(model, *, input_size: tuple[int, int] = (64, 44), classes: int
     """Clause ``outputs``: forward returns a dict with float, finite ``embeddings`` ``[N, C, P]``
     and, optionally, ``logits`` ``[N, classes, P]`` (``classes`` when given), in train mode (a
     batch of 4-frame clips) and in eval mode (1, 2 and 5 frames; C and P must not change)."""
+    __tracebackhide__ = True
     where = _where(model, where)
     h, w = input_size
     model.train()
@@ -172,6 +175,7 @@ def check_padding(model, *, input_size: tuple[int, int] = (64, 44), lengths: Seq
     ``embeddings`` (and ``logits``) it gives alone, within :data:`RELATIVE_TOLERANCE` of their
     largest value. The padding holds ones, so frames past ``lengths[i]`` must be ignored, whatever
     they hold."""
+    __tracebackhide__ = True
     where = _where(model, where)
     h, w = input_size
     lengths = [int(n) for n in lengths]
@@ -199,6 +203,7 @@ def check_padding(model, *, input_size: tuple[int, int] = (64, 44), lengths: Seq
 def check_full_lengths(model, *, input_size: tuple[int, int] = (64, 44), where: str | None = None) -> None:
     """Clause ``full_lengths``: in eval mode, ``lengths`` equal to the frame count of every
     sequence give the outputs of no ``lengths`` (the embedding step always passes lengths)."""
+    __tracebackhide__ = True
     where = _where(model, where)
     h, w = input_size
     x = random_silhouettes(3, 5, h, w, seed=3)
@@ -223,6 +228,7 @@ def check_gradients(model, *, input_size: tuple[int, int] = (64, 44), where: str
     ``embeddings`` and ``logits``) sends a finite gradient, non-zero somewhere, to every
     parameter: without ``lengths`` and with ``lengths`` ``[5, 1, 3]``. A parameter with
     ``requires_grad=False`` counts as one the gradient does not reach."""
+    __tracebackhide__ = True
     where = _where(model, where)
     h, w = input_size
     x = random_silhouettes(3, 5, h, w, seed=4)
@@ -259,9 +265,10 @@ def check_eval_determinism(model, *, input_size: tuple[int, int] = (64, 44), whe
                            rebuilt: Callable[[], Any] | None = None) -> None:
     """Clause ``eval_determinism``: in eval mode, two forwards of one input agree exactly (with the
     global RNG in another state for each), with and without ``lengths``, and leave the model's
-    state (parameters and buffers) as it was. With ``rebuilt`` (a function building the model
-    again from the same seed), the two models must hold the same weights: a run's seed must fix
+    state (parameters and buffers) as it was. With ``rebuilt`` (a function that seeds and builds
+    the model), two models it builds must hold the same weights and buffers: a run's seed must fix
     the model. The global RNG is restored afterwards."""
+    __tracebackhide__ = True
     where = _where(model, where)
     h, w = input_size
     x = random_silhouettes(2, 5, h, w, seed=5)
@@ -288,11 +295,12 @@ def check_eval_determinism(model, *, input_size: tuple[int, int] = (64, 44), whe
         problems.append(f"an eval-mode forward changed the model's state ({', '.join(changed[:_NAMES_SHOWN])}): "
                         "statistics updated outside training?")
     if rebuilt is not None:
-        again = rebuilt().state_dict()
-        differ = [k for k, v in before.items() if k not in again or not torch.equal(again[k], v)]
+        with torch.random.fork_rng(devices=[]):
+            built, again = rebuilt().state_dict(), rebuilt().state_dict()
+        differ = [k for k, v in built.items() if k not in again or not torch.equal(again[k], v)]
         if differ:
-            problems.append(f"two models built after seeding Python, numpy and torch with one seed differ in "
-                            f"{', '.join(differ[:_NAMES_SHOWN])}: initialisation draws from an unseeded source")
+            problems.append(f"two models built from one seed differ in {', '.join(differ[:_NAMES_SHOWN])}: "
+                            "initialisation draws from a source the seed does not set")
     if problems:
         _fail(where, "eval_determinism", "; ".join(problems))
 
@@ -332,6 +340,7 @@ def check_training_step(method, variant: str | None = None, *, model_kwargs: Map
     moves the weights, keeps them finite, and its optimizer holds every parameter. ``method`` is a
     ``gaitbench.Method``; ``recipe`` a recipe name or file, by default the recipe named after the
     variant when the method has one (``quick`` for ``quick``), else ``quick``."""
+    __tracebackhide__ = True
     from ..bench import FixedBatch
     from ..errors import GaitbenchError
     from ..training.recipe import resolve_recipe
@@ -414,6 +423,7 @@ def check_method(name: str, variant: str | None = None, *, only: str | Iterable[
     are not run. Unknown methods, variants or clause names raise the usual errors (did you mean).
     The global RNGs and torch's thread count are restored afterwards.
     """
+    __tracebackhide__ = True
     from ..plugins import get_plugins
 
     method = (plugins or get_plugins()).method(name)

@@ -50,6 +50,7 @@ class ContractClause:
         self.options, self.skipped = options, skipped
 
     def check(self) -> None:
+        __tracebackhide__ = True  # pytest shows the violation, not this plugin's frames
         from .contract import check_method
 
         check_method(self.method, self.variant, only=[self.clause], **self.options)
