@@ -5,6 +5,7 @@ variant and the clause."""
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -460,3 +461,19 @@ def test_pytest_plugin_usage_errors(pytester, marker, says):
     assert result.ret == pytest.ExitCode.INTERRUPTED  # a collection error
     result.stdout.fnmatch_lines(["*ERROR collecting test_usage.py*"])
     assert says in result.stdout.str() and "Traceback" not in result.stdout.str()
+
+
+# --------------------------------------------------------------------------- the built-in methods
+
+
+def test_every_builtin_method_runs_the_contract_in_its_tests():
+    """Each built-in plugin's tests declare the contract of its methods (the quick variant at least)."""
+    plugins = build_plugin_manager(distributions={"gaitbench"})
+    for name, registered in plugins.methods().items():
+        if registered.plugin == "gaitbench.builtin":
+            continue
+        package = Path(sys.modules[registered.obj.build_model.__module__].__file__).parent
+        tests = "".join(p.read_text() for p in (package / "tests").glob("test_*.py"))
+        declared = re.findall(rf'@pytest\.mark\.gaitbench_contract\("{name}", variants=\[([^\]]*)\]', tests)
+        assert declared and any('"quick"' in d for d in declared), (
+            f"{package / 'tests'}: declare @pytest.mark.gaitbench_contract(\"{name}\", variants=[\"quick\", ...])")
