@@ -23,6 +23,8 @@ from gaitbench.testing import (CLAUSES, ContractViolation, check_eval_determinis
                                check_outputs, check_padding)
 from gaitbench.testing import single_thread  # noqa: F401  (autouse: one intra-op thread)
 
+from .conftest import REPO
+
 
 pytest_plugins = ["pytester"]
 
@@ -477,3 +479,11 @@ def test_every_builtin_method_runs_the_contract_in_its_tests():
         declared = re.findall(rf'@pytest\.mark\.gaitbench_contract\("{name}", variants=\[([^\]]*)\]', tests)
         assert declared and any('"quick"' in d for d in declared), (
             f"{package / 'tests'}: declare @pytest.mark.gaitbench_contract(\"{name}\", variants=[\"quick\", ...])")
+
+
+def test_docs_show_the_example_tests_and_every_clause():
+    doc = (REPO / "docs" / "writing-plugins.md").read_text()
+    example = (REPO / "examples" / "gaitbench-tinygait" / "tests" / "test_tinygait.py").read_text()
+    code = example.split('"""', 2)[2].strip()  # the example's test file after its docstring
+    assert f"```python\n{code}\n```" in doc
+    assert re.findall(r"^\| `(\w+)` \|", doc, re.M) == list(CLAUSES)  # the table of clauses, in order
