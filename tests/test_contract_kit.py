@@ -404,16 +404,16 @@ def test_pytest_plugin_is_registered_and_cheap():
     assert proc.stdout.strip() == "[]"
 
 
+# The inner session's plugins are the toys, from collection on (the marker reads the variants then).
 CONFTEST = """
-import pytest
 from gaitbench.plugins import set_plugins
 from tests.test_contract_kit import toy_plugins
 
-@pytest.fixture(autouse=True)
-def toys(tmp_path):
-    previous = set_plugins(toy_plugins(tmp_path))
-    yield
-    set_plugins(previous)
+def pytest_configure(config):
+    config.previous_plugins = set_plugins(toy_plugins(config.rootpath))
+
+def pytest_unconfigure(config):
+    set_plugins(config.previous_plugins)
 """
 
 
@@ -422,8 +422,7 @@ def test_pytest_plugin_runs_a_test_per_variant_and_clause(pytester):
     pytester.makepyfile(test_toys="""
         import pytest
 
-        @pytest.mark.gaitbench_contract("toy", variants=["default", "wide"],
-                                        skip={"training_step": "toy: trained elsewhere"})
+        @pytest.mark.gaitbench_contract("toy", skip={"training_step": "toy: trained elsewhere"})  # every variant
         def test_contract(gaitbench_contract):
             gaitbench_contract.check()
 
@@ -448,6 +447,7 @@ def test_pytest_plugin_runs_a_test_per_variant_and_clause(pytester):
     ('"toy", varients=["default"]', "unknown argument 'varients'; did you mean 'variants'?"),
     ('"toy", skip={"padding": ""}', "skip['padding']: say why the clause does not apply"),
     ('"toy", only=["gradient"]', "unknown contract clause 'gradient'; did you mean 'gradients'?"),
+    ('"toys"', "unknown method 'toys'; did you mean 'toy'?"),
 ])
 def test_pytest_plugin_usage_errors(pytester, marker, says):
     pytester.makeconftest(CONFTEST)
@@ -462,7 +462,8 @@ def test_pytest_plugin_usage_errors(pytester, marker, says):
     result = pytester.runpytest("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.INTERRUPTED  # a collection error
     result.stdout.fnmatch_lines(["*ERROR collecting test_usage.py*"])
-    assert says in result.stdout.str() and "Traceback" not in result.stdout.str()
+    assert says in result.stdout.str()
+    assert "Traceback" not in result.stdout.str() and "During handling" not in result.stdout.str()
 
 
 # --------------------------------------------------------------------------- the built-in methods

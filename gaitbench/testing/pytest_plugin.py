@@ -85,19 +85,19 @@ def _contract_marker(metafunc):
         if key not in _OPTIONS:
             _usage_error(f"{where}: @pytest.mark.{MARKER}: "
                          + did_you_mean(key, ("variants", "skip", "only", *_OPTIONS), "argument"))
+    problem = None  # reported outside the except blocks: the message alone, no chained exception
     try:
         clauses = select_clauses(only)
         select_clauses(None, skip)  # the names, and a reason for every clause left out
-    except (TypeError, ValueError) as exc:
-        _usage_error(f"{where}: @pytest.mark.{MARKER}: {exc}")
-    if variants is None:
-        from ..plugins import get_plugins
+        if variants is None:
+            from ..plugins import get_plugins
 
-        try:
             variants = list(get_plugins().method(method).variants)
-        except GaitbenchError as exc:
-            _usage_error(f"{where}: @pytest.mark.{MARKER}: {exc}")
-    elif isinstance(variants, str):
+    except (TypeError, ValueError, GaitbenchError) as exc:
+        problem = str(exc)
+    if problem:
+        _usage_error(f"{where}: @pytest.mark.{MARKER}: {problem}")
+    if isinstance(variants, str):
         variants = [variants]
     return method, list(variants), clauses, dict(skip), options
 
