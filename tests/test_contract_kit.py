@@ -20,7 +20,7 @@ import gaitbench
 from gaitbench.errors import ConfigError
 from gaitbench.plugins import build_plugin_manager
 from gaitbench.testing import (CLAUSES, ContractViolation, check_eval_determinism, check_gradients, check_method,
-                               check_outputs, check_padding)
+                               check_outputs, check_padding, check_training_step)
 from gaitbench.testing import single_thread  # noqa: F401  (autouse: one intra-op thread)
 
 from .conftest import REPO
@@ -385,6 +385,9 @@ def test_global_state_is_restored(toys):
         random.seed(5), np.random.seed(5), torch.manual_seed(5)
         check_method("toy", plugins=toys)
         assert torch.get_num_threads() == 2
+        assert (random.random(), np.random.random()) == expected[:2] and torch.equal(torch.rand(1), expected[2])
+        random.seed(5), np.random.seed(5), torch.manual_seed(5)
+        check_training_step(toys.method("toy"))  # a clause function that seeds a model build
         assert (random.random(), np.random.random()) == expected[:2] and torch.equal(torch.rand(1), expected[2])
     finally:
         torch.set_num_threads(threads)

@@ -339,7 +339,14 @@ def check_training_step(method, variant: str | None = None, *, model_kwargs: Map
     and ``regularizer``) on a fixed batch of 2 subjects x 2 clips of 6 frames gives a finite loss,
     moves the weights, keeps them finite, and its optimizer holds every parameter. ``method`` is a
     ``gaitbench.Method``; ``recipe`` a recipe name or file, by default the recipe named after the
-    variant when the method has one (``quick`` for ``quick``), else ``quick``."""
+    variant when the method has one (``quick`` for ``quick``), else ``quick``. The model is built
+    after seeding every RNG with ``seed``; the global RNGs are restored afterwards."""
+    __tracebackhide__ = True
+    with _isolated(threads=None):
+        _training_step(method, variant, model_kwargs, recipe, seed, where)
+
+
+def _training_step(method, variant, model_kwargs, recipe, seed, where) -> None:
     __tracebackhide__ = True
     from ..bench import FixedBatch
     from ..errors import GaitbenchError
@@ -385,13 +392,14 @@ def check_training_step(method, variant: str | None = None, *, model_kwargs: Map
 
 
 @contextlib.contextmanager
-def _isolated(threads: int = 1):
+def _isolated(threads: int | None = 1):
     """Global state the checks touch, restored afterwards: the RNGs (models are built after seeding
     as a run seeds) and torch's thread count (one: tiny tensors run fastest on one thread, and on a
-    shared machine a thread pool waits at every barrier for a core another process holds)."""
+    shared machine a thread pool waits at every barrier for a core another process holds; None:
+    left as it is)."""
     py_state, np_state, before = random.getstate(), np.random.get_state(), torch.get_num_threads()
     with torch.random.fork_rng(devices=[]):
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads or before)
         try:
             yield
         finally:
