@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,17 @@ def test_example_plugin_runs(tinygait_env, small_synth, tmp_path):
     result = json.loads((out / "result.json").read_text())
     assert result["method"] == "tinygait" and result["versions"]["plugin"]["distribution"] == "gaitbench-tinygait"
     assert set(result["metrics"]) == {"NM/rank1", "BG/rank1", "CL/rank1"}
+
+
+def test_example_plugin_tests_run_the_contract(tinygait_env, tmp_path):
+    """The example's own tests, run as its author runs them: the installed gaitbench's pytest
+    plugin gives the contract marker, and the contract finds tinygait through its entry point."""
+    shutil.copytree(REPO / "examples" / "gaitbench-tinygait" / "tests", tmp_path / "tests")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "tests"],
+                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, **tinygait_env})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "test_contract[wide-training_step] PASSED" in proc.stdout
+    assert "12 passed" in proc.stdout
 
 
 def test_broken_plugin_warns_and_cli_keeps_working(broken_env):

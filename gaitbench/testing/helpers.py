@@ -1,7 +1,5 @@
-"""Helpers for the tests of method plugins, gaitbench's own and third-party ones (needs pytest).
-
-    from gaitbench.testing import random_silhouettes, single_thread  # noqa: F401 (an autouse fixture)
-"""
+"""Inputs and fixtures the tests of method plugins keep needing (imported through
+:mod:`gaitbench.testing`; needs pytest and torch)."""
 
 from __future__ import annotations
 
@@ -11,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from .nn import parameter_count
+from ..nn import parameter_count
 
 __all__ = ["HidLikeEmbeddings", "hid_like_embeddings", "moving_blobs", "parameter_count", "random_silhouettes",
            "single_thread"]
