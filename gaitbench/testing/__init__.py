@@ -49,11 +49,11 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports on first use
-    from .clauses import CLAUSES
-    from .contract import (CLASSES, PADDING_LENGTHS, RELATIVE_TOLERANCE, ContractViolation, check_eval_determinism,
+    from .clauses import CLAUSES  # noqa: F401
+    from .contract import (CLASSES,  # noqa: F401 PADDING_LENGTHS, RELATIVE_TOLERANCE, ContractViolation, check_eval_determinism,
                            check_full_lengths, check_gradients, check_method, check_outputs, check_padding,
                            check_training_step)
-    from .helpers import (HidLikeEmbeddings, hid_like_embeddings, moving_blobs, parameter_count, random_silhouettes,
+    from .helpers import (HidLikeEmbeddings, hid_like_embeddings,  # noqa: F401 moving_blobs, parameter_count, random_silhouettes,
                           single_thread)
 
 
