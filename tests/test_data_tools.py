@@ -174,8 +174,8 @@ def test_run_skips_an_unreadable_test_sequence_and_says_so(tiny_tree, tmp_path):
             dest.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dest / "090.pkl")
     args = ["run", "--method", "gaitset", "--protocol", "casiab", "--data-root", str(bad), "--partition", str(part),
-            "--iterations", "2", "--quiet", "--set", "sampler.P=2", "--set", "sampler.K=2", "--set",
-            "sampler.frames=3", "--set", "sampler.min_frames=1"]
+            "--recipe", "quick", "--iterations", "2", "--quiet", "--set", "sampler.P=2", "--set", "sampler.K=2",
+            "--set", "sampler.frames=3", "--set", "sampler.min_frames=1"]
     proc = run_cli(*args, "--out", str(tmp_path / "run"))
     assert proc.returncode == 0, proc.stderr
     assert "could not be read and are left out of the evaluation" in proc.stdout

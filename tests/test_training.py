@@ -239,7 +239,7 @@ def wait_for(predicate, proc, timeout=120):
 @pytest.fixture(scope="module")
 def uninterrupted(small_synth, tmp_path_factory):
     out = tmp_path_factory.mktemp("full") / "run"
-    proc = start_train(small_synth, out, 40, "--set", "train.checkpoint_every=5")
+    proc = start_train(small_synth, out, 24, "--set", "train.checkpoint_every=5")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     return losses(out)
@@ -252,7 +252,7 @@ def logged_steps(out):
 
 def test_resume_after_sigkill_equals_uninterrupted(small_synth, tmp_path, uninterrupted):
     out = tmp_path / "killed"
-    proc = start_train(small_synth, out, 40, "--set", "train.checkpoint_every=5")
+    proc = start_train(small_synth, out, 24, "--set", "train.checkpoint_every=5")
     wait_for(lambda: logged_steps(out) >= 12, proc)
     proc.send_signal(signal.SIGKILL)  # no chance to save anything: the periodic checkpoints must do
     proc.wait()
@@ -266,7 +266,7 @@ def test_resume_after_sigkill_equals_uninterrupted(small_synth, tmp_path, uninte
 
 def test_resume_after_sigterm_equals_uninterrupted(small_synth, tmp_path, uninterrupted):
     out = tmp_path / "termed"
-    proc = start_train(small_synth, out, 40, "--set", "train.checkpoint_every=5")
+    proc = start_train(small_synth, out, 24, "--set", "train.checkpoint_every=5")
     wait_for(lambda: logged_steps(out) >= 7, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
