@@ -73,7 +73,7 @@ def test_fine_tuning_from_a_pretraining_beats_training_from_scratch(pretraining,
                                          iterations=10, seed=seed, init_from=init, out=str(tmp_path / f"{name}{seed}"),
                                          progress=False, overrides=SMALL), echo=lambda s: None)
             scores[name] = result.metrics["rank1"]
-        # measured: 35.0 vs 10.8 (seed 0), 27.5 vs 9.2 (seed 1) on 120 probes
+        # measured: 29.5 vs 14.2 (seed 0), 29.9 vs 8.7 (seed 1) on 288 probes (AMD EPYC)
         assert scores["fine-tuned"] >= scores["scratch"] + 10, (seed, scores)
     weights = result.training["initial_weights"]
     assert weights["mode"] == "init-from" and weights["path"] == str(checkpoint)
@@ -97,7 +97,7 @@ def test_init_from_says_what_it_reinitialised_and_refuses_other_methods(pretrain
     assert "re-initialised Head1.fc_bin (classes 24 -> 40)" in said and "trained under hid" in said
     assert result.training["initial_weights"]["reinitialised"] == ["Head1.fc_bin"]
     # a classifier smaller than the training set is one clear error, before training
-    with pytest.raises(GaitbenchError, match=r"num_classes = 11 .* 30 training subjects"):
+    with pytest.raises(GaitbenchError, match=r"num_classes = 11 .* 24 training subjects"):
         execute(RunSettings(method="gaitgl", out=str(tmp_path / "e"), **{**common, "overrides": SMALL + ["model.num_classes=11"]}),
                 echo=lambda s: None)
     with pytest.raises(GaitbenchError, match="holds method 'gaitgl'; this run trains 'gaitset'"):

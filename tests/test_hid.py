@@ -128,15 +128,17 @@ def test_synthetic_hid_layout_as_opengait_s_hid_tree():
     plan = plan_dataset(SynthSpec(layout="hid", subjects=20))
     table, part, truth = plan.table, plan.partition, plan.probe_truth
     assert set(table["view"]) == {"default"}
-    assert part["TRAIN_SET"] == [f"{i:04d}" for i in range(10)]
-    assert part["TEST_SET"] == [f"{i:04d}" for i in range(10, 20)] + ["probe"]
+    assert part["TRAIN_SET"] == [f"{i:04d}" for i in range(8)]  # 40% train, as 100 of the default 250
+    assert part["TEST_SET"] == [f"{i:04d}" for i in range(8, 20)] + ["probe"]
     probes = table[table.subject == "probe"]
     assert probes["type"].is_unique and sorted(probes["type"]) == sorted(truth["videoID"])
     assert list(truth.columns) == ["videoID", "label"] and set(truth["label"]) == set(part["TEST_SET"][:-1])
     gallery = table[table.subject.isin(part["TEST_SET"]) & (table.subject != "probe")]
     assert set(gallery["type"]) == {"00", "01"} and set(gallery["condition"]) == {"nm"}
-    # each probe walk is filmed by the low and the high camera: pairs of videos of one walk
+    # each probe walk is filmed by the low and the high camera: pairs of videos of one walk; four
+    # walks per test subject, so query expansion and re-ranking have several probes to relate
     assert (probes.groupby(["walker", "sequence"]).size() == 2).all()
+    assert (probes.groupby("walker").size() == 8).all()
     assert (probes.groupby(["walker", "sequence"])["elevation"].nunique() == 2).all()
     assert set(probes["condition"]) == {"nm", "bg", "cl"}
 
@@ -155,7 +157,7 @@ def test_data_check_hid(small_hid, tmp_path):
     proto = resolve_split(hid(), small_hid)  # the dataset's own partition.json
     report = check_dataset(small_hid, proto, read_frames=False)
     assert report.ok, report.problems
-    assert [c["subjects"] for c in report.counts] == [6, 7]  # 6 test subjects and "probe"
+    assert [c["subjects"] for c in report.counts] == [5, 8]  # 5 training subjects; 7 test subjects and "probe"
     # a partition without "probe" in TEST_SET leaves no probes: one problem naming what is missing
     part = tmp_path / "p.json"
     part.write_text(json.dumps({"TRAIN_SET": proto.split.train, "TEST_SET": [s for s in proto.split.test

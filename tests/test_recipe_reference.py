@@ -41,9 +41,11 @@ EXPECTED = {
     ("gaitgl", "hid2020"): (ADAM, 1e-4, 0.0, None, "GaitGL HID 2020 report Sec. 2.2"),
     ("gaitgl", "hid2020-oumvlp"): (ADAM, 1e-4, 0.0, None, "GaitGL HID 2020 report Sec. 2.2"),
     ("gaitgl", "quick"): (ADAM, 1e-3, 0.0, None, "gaitbench's CPU recipe"),
+    ("gaitgl", "quick-hid"): (ADAM, 2e-3, 0.0, None, "gaitbench's CPU recipe for the synthetic HID set"),
     ("gaitmask", "hid2021"): (ADAM, 1e-4, 0.0, None, "GaitMask HID 2021 report Sec. 1.3"),
     ("gaitmask", "hid2021-oumvlp"): (ADAM, 1e-4, 0.0, None, "GaitMask HID 2021 report Sec. 1.3"),
     ("gaitmask", "quick"): (ADAM, 1e-3, 0.0, None, "gaitbench's CPU recipe"),
+    ("gaitmask", "quick-hid"): (ADAM, 3e-3, 0.0, None, "gaitbench's CPU recipe for the synthetic HID set"),
 }
 
 

@@ -80,7 +80,7 @@ def test_layout_defaults():
         assert SynthSpec(layout=name, subjects=None, frames=None) == spec
         assert SynthSpec.full(name).frames == 80
     assert {n: (LAYOUTS[n].subjects, LAYOUTS[n].frames) for n in LAYOUTS} == {
-        "casiab": (124, 12), "oumvlp": (100, 12), "grew": (100, 12), "gait3d": (80, 24), "hid": (200, 12)}
+        "casiab": (124, 12), "oumvlp": (100, 12), "grew": (100, 12), "gait3d": (80, 24), "hid": (250, 12)}
     fingerprints = {SynthSpec(layout=n).fingerprint() for n in LAYOUTS}
     assert len(fingerprints) == 5
     assert SynthSpec(layout="gait3d", height=128).fingerprint() != SynthSpec(layout="gait3d").fingerprint()

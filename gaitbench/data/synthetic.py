@@ -334,13 +334,16 @@ def _plan_gait3d(spec: SynthSpec) -> Plan:
 
 HID_TRAIN_SEQUENCES = 8  # walks per training subject
 HID_GALLERY_SEQUENCES = 2  # plain walks per test subject in the gallery
-HID_PROBE_WALKS = 2  # probe walks per test subject, each filmed by the low and the high camera
+HID_PROBE_WALKS = 4  # probe walks per test subject, each filmed by the low and the high camera
 HID_PROBE_CONDITIONS = (("nm", 0.3), ("bg", 0.35), ("cl", 0.35))
 HID_ELEVATIONS = (CAMERA_ELEVATION_DEG, 25.0)  # CASIA-E films walks from a low and a high camera
 
 
+HID_TEST_FRACTION = 0.6  # of the subjects: 100 train, 150 test (1,200 probe videos) by default
+
+
 def _plan_hid(spec: SynthSpec) -> Plan:
-    n_train, n_test = _split(spec, 0.5)
+    n_train, n_test = _split(spec, HID_TEST_FRACTION)
     labels = [f"{i:04d}" for i in range(spec.subjects)]
     ids = random_stream("hid-ids", spec.seed)
     seen: set[str] = set()
@@ -406,7 +409,7 @@ LAYOUTS = {
     ),
     "grew": Layout(name="grew", views=(), types=("00", "01", "02", "03"), subjects=100, id_width=5, plan=_plan_grew),
     "gait3d": Layout(name="gait3d", views=(), types=(), subjects=80, id_width=4, plan=_plan_gait3d, frames=24),
-    "hid": Layout(name="hid", views=("default",), types=(), subjects=200, id_width=4, plan=_plan_hid),
+    "hid": Layout(name="hid", views=("default",), types=(), subjects=250, id_width=4, plan=_plan_hid),
 }
 
 
