@@ -113,6 +113,11 @@ def _identification(ev, subj, typ, vw, source, truth, truth_source):
                               "probe": table}
     metrics = score(found, truth, truth_source) if truth is not None else {}
     table["values"] = dict(metrics)
+    if truth is not None:
+        from .identification import correct
+        from .intervals import rank1_interval
+
+        table["rank1_interval"] = rank1_interval(correct(found, truth)).as_dict()
     return metrics, tables, found
 
 
@@ -216,10 +221,28 @@ def _retrieval(protocol, subj, typ, vw, source):
             values = {k: float(np.mean([per_view[v][k] for v in ev.views])) for k in per_view[ev.views[0]]}
             table["per_probe_view"] = per_view
         table["values"] = values
+        if any(k == 1 for k in ev.ranks):
+            table["rank1_interval"] = _retrieval_interval(scores, ev, vw[p_idx])
         tables[name] = table
         for k, x in values.items():
             metrics[f"{name}/{k}" if ev.prefix_metrics else k] = x
     return metrics, tables
+
+
+def _retrieval_interval(scores, ev, p_views: np.ndarray) -> dict[str, Any]:
+    """The rank-1 bootstrap interval of one probe set (see :mod:`.intervals`): strata are the
+    protocol's probe views when it averages over them, else the whole set."""
+    from .intervals import rank1_interval
+
+    hits = scores.first < 1
+    counted = np.ones_like(hits) if ev.missing_gallery == "miss" else scores.positives > 0
+    strata = None
+    if ev.average == "probe_views":
+        keep = np.isin(p_views, ev.views)  # probes at views outside the protocol's are not in the metric
+        hits, counted = hits[keep], counted[keep]
+        position = {v: i for i, v in enumerate(ev.views)}
+        strata = np.fromiter((position[v] for v in p_views[keep].tolist()), np.int64, int(keep.sum()))
+    return rank1_interval(hits, counted, strata).as_dict()
 
 
 def write_submission(protocol, embeddings, subjects, types, views, path: str | Path, *, device: str = "cpu",

@@ -120,8 +120,14 @@ def score(found: Identification, truth: dict[str, str], source: str = "the truth
             parts.append(f"{len(extra)} probes of {source} are not among the embeddings: "
                          + ", ".join(extra[:_SHOW]) + (", ..." if len(extra) > _SHOW else ""))
         raise DataError("; ".join(parts))
-    correct = np.fromiter((truth[v] == p for v, p in zip(videos, found.predicted.tolist())), bool, len(videos))
-    return {"rank1": 100.0 * float(correct.mean())}
+    return {"rank1": 100.0 * float(correct(found, truth).mean())}
+
+
+def correct(found: Identification, truth: dict[str, str]) -> np.ndarray:
+    """``[n_probe]`` bool: whether each prediction names the probe's subject in ``truth`` (which
+    :func:`score` has checked covers every probe)."""
+    videos = found.videos.tolist()
+    return np.fromiter((truth[v] == p for v, p in zip(videos, found.predicted.tolist())), bool, len(videos))
 
 
 def write_predictions(path: str | Path, ev, found: Identification) -> Path:

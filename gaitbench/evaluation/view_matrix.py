@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from gaitbench.evaluation.distance import METRICS
+from gaitbench.evaluation.intervals import rank1_interval
 
 __all__ = ["ViewMatrixResult", "evaluate_view_matrix", "de_diag", "RESERVED_TABLE_KEYS"]
 
@@ -309,10 +310,14 @@ def _probe_set_result(probe_types: list[str], p_view: np.ndarray, p_subj: np.nda
         "num_probes": {views_l[i]: int(n_probes[i]) for i in range(V)},
         "num_gallery": {views_l[i]: int(gallery.counts[i]) for i in range(V)},
     }
+    table["rank1_interval"] = rank1_interval(hits, None, p_view, offdiag).as_dict()
     valid = None
     if report_valid:
-        n_valid = np.bincount(flat[gallery.has_subject[p_subj]], minlength=V * V).reshape(V, V)
+        has = gallery.has_subject[p_subj]
+        n_valid = np.bincount(flat[has], minlength=V * V).reshape(V, V)
         valid, table["valid"] = _valid_table(hit_counts, n_valid, views_l, offdiag, round_cells)
+        if valid is not None:
+            table["valid"]["rank1_interval"] = rank1_interval(hits, has, p_view, offdiag).as_dict()
     return float(rows.mean()), valid, table
 
 

@@ -47,6 +47,34 @@ def report_table(report, tablefmt: str = "github") -> str:
     return tabulate(rows, headers=["probes"] + names + ["n"], tablefmt=tablefmt, floatfmt=".2f")
 
 
+def intervals(tables: dict) -> dict[str, dict]:
+    """Each probe set's rank-1 interval (``tables[name]["rank1_interval"]``, and for the OU-MVLP
+    "valid" convention ``"<name> (valid)"``), in table order."""
+    out: dict[str, dict] = {}
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            continue
+        if "rank1_interval" in table:
+            out[name] = table["rank1_interval"]
+        valid = table.get("valid")
+        if isinstance(valid, dict) and "rank1_interval" in valid:
+            out[f"{name} (valid)"] = valid["rank1_interval"]
+    return out
+
+
+def interval_line(tables: dict) -> str | None:
+    """One line: how sure each probe set's rank-1 is (the bootstrap interval and the probes it
+    rests on); None when the report has none (no truth file, a record written before intervals)."""
+    found = intervals(tables)
+    if not found:
+        return None
+    first = next(iter(found.values()))
+    parts = [f"{name} {iv['low']:.2f}-{iv['high']:.2f} (+/-{iv['half_width']:.2f}, {iv['num_probes']:,} probes)"
+             for name, iv in found.items()]
+    return (f"rank-1 {100 * first['level']:.0f}% interval ({first['method']}, {first['replicates']:,} replicates): "
+            + "; ".join(parts))
+
+
 def describe_metrics(protocol) -> str:
     """A short title for the printed table: what the numbers are."""
     ev = protocol.evaluation
@@ -66,6 +94,9 @@ def print_run(run, report, protocol, out_dir, echo) -> None:
          f"{' - SYNTHETIC DATA' if run.synthetic else ''}"
          f"{'; stages: ' + ', '.join(s.name for s in run.stages) if run.stages else ''}")
     echo(report_table(report))
+    line = interval_line(report.tables)
+    if line:
+        echo(line)
     if run.submission and run.submission.get("path"):
         scored = run.submission.get("truth") is not None
         echo(f"submission written to {run.submission['path']}" + ("" if scored else
