@@ -220,7 +220,7 @@ def evaluate(protocol, files, partition, stage_names, overrides, fuse, pipeline,
     from .evaluation.pipeline import plan_evaluation
     from .io import write_json_atomic
     from .protocols import resolve_protocol
-    from .results.tables import describe_metrics, report_table
+    from .results.tables import describe_metrics, interval_line, report_table
     from .steps import evaluate_saved
 
     plugins = _plugins()
@@ -243,6 +243,9 @@ def evaluate(protocol, files, partition, stage_names, overrides, fuse, pipeline,
                f"{'; stages: ' + ', '.join(s['name'] for s in report.stages) if report.stages else ''}"
                f"{'; fused (' + eplan.fuse + ')' if eplan.fuse else ''}")
     click.echo(report_table(report))
+    line = interval_line(report.tables)
+    if line:
+        click.echo(line)
     click.echo("timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in report.timings.items()))
     if json_out:
         identification = proto.evaluation.kind == "identification"
@@ -502,11 +505,13 @@ def data():
 @click.option("--full", is_flag=True, help="Full-length sequences (every 25-fps frame, about 3 s).")
 @click.option("--height", type=int, default=64, show_default=True, help="Frame height: 64 (64x44) or 128 (128x88).")
 @click.option("--distractors", type=int, default=0, show_default=True, help="GREW: gallery-only distractor subjects.")
+@click.option("--test-subjects", type=int, default=None,
+              help="gait3d, grew: identities on the test side (default: the layout's, or its share of --subjects).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--pkl-tree", type=click.Path(), default=None,
               help="Also write the dataset as an OpenGait pkl tree here (64x64 frames, as OpenGait's own).")
 @click.option("--workers", type=int, default=None, help="Processes (default: all cores).")
-def data_synth(layout, out, subjects, frames, full, height, distractors, seed, pkl_tree, workers):
+def data_synth(layout, out, subjects, frames, full, height, distractors, test_subjects, seed, pkl_tree, workers):
     """Render a synthetic dataset of LAYOUT into a packed store."""
     from dataclasses import replace
 
@@ -515,9 +520,12 @@ def data_synth(layout, out, subjects, frames, full, height, distractors, seed, p
 
     if layout not in LAYOUTS:
         raise GaitbenchError(did_you_mean(layout, LAYOUTS, "layout"))
-    spec = SynthSpec.full(layout, seed) if full else SynthSpec(layout=layout, seed=seed)
-    spec = replace(spec, subjects=subjects or spec.subjects, frames=frames or spec.frames, height=height,
-                   distractors=distractors)
+    spec = SynthSpec(layout=layout, seed=seed, subjects=subjects, test_subjects=test_subjects, height=height,
+                     distractors=distractors)
+    if full:
+        spec = replace(spec, frames=80, frame_step=1.0)
+    if frames:
+        spec = replace(spec, frames=frames)
     store = generate(spec, out, workers=workers)
     size = (store.root / "frames.npy").stat().st_size / 2**20
     click.echo(f"wrote {len(store)} SYNTHETIC {layout} sequences ({store.index['length'].sum()} frames, "

@@ -121,8 +121,7 @@ def open_store(settings, protocol, dist, say: Say, input_size: tuple[int, int] |
     if protocol.dataset not in LAYOUTS:
         raise DataError(f"protocol {protocol.describe()} needs dataset {protocol.dataset!r}, which has no "
                         f"built-in synthetic layout yet; pass --data-root")
-    spec = SynthSpec(layout=protocol.dataset, seed=0,
-                     subjects=settings.synth_subjects or LAYOUTS[protocol.dataset].subjects,
+    spec = SynthSpec(layout=protocol.dataset, seed=0, subjects=settings.synth_subjects or None,
                      height=input_size[0] if input_size else 64)
     say(f"data: SYNTHETIC {protocol.dataset} (gaitbench walker v{spec.generator_info()['version']}, "
         f"{spec.subjects} subjects, seed {spec.seed}) - not real data; numbers are not comparable with papers")

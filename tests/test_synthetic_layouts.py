@@ -80,7 +80,7 @@ def test_layout_defaults():
         assert SynthSpec(layout=name, subjects=None, frames=None) == spec
         assert SynthSpec.full(name).frames == 80
     assert {n: (LAYOUTS[n].subjects, LAYOUTS[n].frames) for n in LAYOUTS} == {
-        "casiab": (124, 12), "oumvlp": (100, 12), "grew": (100, 12), "gait3d": (80, 24), "hid": (250, 12)}
+        "casiab": (124, 12), "oumvlp": (200, 12), "grew": (1060, 12), "gait3d": (1060, 24), "hid": (250, 12)}
     fingerprints = {SynthSpec(layout=n).fingerprint() for n in LAYOUTS}
     assert len(fingerprints) == 5
     assert SynthSpec(layout="gait3d", height=128).fingerprint() != SynthSpec(layout="gait3d").fingerprint()
@@ -96,6 +96,27 @@ def test_bad_specs_are_rejected():
         plan_dataset(SynthSpec(layout="gait3d", height=100))
     with pytest.raises(DataError, match="at least one subject"):
         plan_dataset(SynthSpec(layout="grew", subjects=0))
+    with pytest.raises(DataError, match=r"test_subjects must lie in \[1, subjects - 1\] = \[1, 9\] so that both sides have identities; got 10"):
+        SynthSpec(layout="gait3d", subjects=10, test_subjects=10)
+    with pytest.raises(DataError, match="takes its split from the protocol"):
+        SynthSpec(layout="casiab", test_subjects=10)
+
+
+def test_default_test_sides_are_large_enough_to_rank_methods():
+    """The default sets' test sides: at least 1,000 probes (rank-1 known to about +-3 points at
+    50 %), while the training side keeps its size; a smaller set keeps the layout's share."""
+    gait3d = plan_dataset(SynthSpec(layout="gait3d")).partition
+    assert (len(gait3d["TRAIN_SET"]), len(gait3d["TEST_SET"]), len(gait3d["PROBE_SET"])) == (60, 1000, 1000)
+    grew = sequence_table(SynthSpec(layout="grew"))
+    assert (grew["type"] == "02").sum() == 1000 and (grew["type"] == "01").sum() == 1000
+    assert grew.loc[grew["type"] == "00", "subject"].nunique() == 60
+    oumvlp = sequence_table(SynthSpec(layout="oumvlp"))
+    test_probes = oumvlp[(oumvlp["type"] == "00") & (oumvlp["subject"].astype(int) % 2 == 0)]
+    assert len(test_probes) >= 1350  # 100 test subjects x 14 views, less the few missing walks
+    small = plan_dataset(SynthSpec(layout="gait3d", subjects=8)).partition
+    assert (len(small["TRAIN_SET"]), len(small["TEST_SET"])) == (6, 2)
+    chosen = plan_dataset(SynthSpec(layout="gait3d", subjects=30, test_subjects=20)).partition
+    assert (len(chosen["TRAIN_SET"]), len(chosen["TEST_SET"]), len(chosen["PROBE_SET"])) == (10, 20, 20)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +213,7 @@ def test_grew_labels_and_probe_truth(tiny):
 
 
 def test_grew_cameras_are_unconstrained():
-    table = sequence_table(SynthSpec(layout="grew"))
+    table = sequence_table(SynthSpec(layout="grew", subjects=100))
     assert len(table) == 60 * 4 + 40 * 2 + 40
     assert table["azimuth"].between(0.0, 360.0).all() and np.ptp(table["azimuth"]) > 300.0
     assert table["azimuth"].round(3).nunique() == len(table)  # continuous, not a fixed set of views
@@ -233,7 +254,7 @@ def test_gait3d_viewpoints_lengths_and_occlusion():
     # every type has a fixed camera height: its sequences' elevations stay within the +-5 jitter
     cams = table.assign(cam=table["type"].str.extract(r"camid(\d+)")[0]).groupby("cam")["elevation"]
     assert (cams.max() - cams.min()).max() <= 10.0
-    split = json.loads(json.dumps(plan_dataset(SynthSpec(layout="gait3d")).partition))
+    split = json.loads(json.dumps(plan_dataset(SynthSpec(layout="gait3d", subjects=80)).partition))
     assert (len(split["TRAIN_SET"]), len(split["TEST_SET"]), len(split["PROBE_SET"])) == (60, 20, 20)
 
 

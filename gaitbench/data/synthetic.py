@@ -83,6 +83,9 @@ class Layout:
     id_width: int
     plan: Callable[["SynthSpec"], Plan] = field(repr=False, compare=False)
     frames: int = 12  # default mean frames per sequence
+    # default identities on the test side where the layout draws its own split (gait3d, grew):
+    # enough probes that rank-1 is known to about a point, while training keeps its small side
+    test_subjects: int | None = None
     version: str = "1"  # bump whenever the layout's plan changes for an existing spec
 
     def condition(self, type_: str) -> tuple[str, int]:
@@ -103,6 +106,9 @@ class SynthSpec:
     seed: int = 0
     height: int = 64  # frame height: 64 (64x44 frames) or 128 (128x88)
     distractors: int = 0  # grew: extra gallery-only identities
+    # gait3d, grew: identities on the test side (of ``subjects``); None: the layout's default with
+    # the default size, else the layout's share of ``subjects``
+    test_subjects: int | None = None
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
@@ -110,13 +116,22 @@ class SynthSpec:
         layout = LAYOUTS[self.layout]
         if self.subjects is None:
             object.__setattr__(self, "subjects", layout.subjects)
+            if self.test_subjects is None:
+                object.__setattr__(self, "test_subjects", layout.test_subjects)
+        if self.test_subjects is not None:
+            if self.layout not in {"gait3d", "grew"}:
+                raise DataError(f"test_subjects applies to the gait3d and grew layouts (their split is drawn by "
+                                f"the generator); layout {self.layout!r} takes its split from the protocol")
+            if not 1 <= self.test_subjects < self.subjects:
+                raise DataError(f"test_subjects must lie in [1, subjects - 1] = [1, {self.subjects - 1}] so that "
+                                f"both sides have identities; got {self.test_subjects}")
         if self.frames is None:
             object.__setattr__(self, "frames", layout.frames)
 
     @classmethod
     def full(cls, layout: str = "casiab", seed: int = 0) -> "SynthSpec":
         """The full-length variant: every frame of 25-fps walks of about 3 s."""
-        return cls(layout=layout, subjects=LAYOUTS[layout].subjects, frames=80, frame_step=1.0, seed=seed)
+        return cls(layout=layout, frames=80, frame_step=1.0, seed=seed)
 
     def generator_info(self) -> dict:
         """Generator name, walker and layout versions and the full spec: what ``meta.json`` and
@@ -138,7 +153,7 @@ class SynthSpec:
 
 
 _UNSET = object()
-_FINGERPRINT_BASELINE = {"layout_version": "1", "height": 64, "distractors": 0}
+_FINGERPRINT_BASELINE = {"layout_version": "1", "height": 64, "distractors": 0, "test_subjects": None}
 
 
 def cache_dir() -> Path:
@@ -176,8 +191,9 @@ def _condition(rng: np.random.Generator) -> str:
 
 
 def _split(spec: SynthSpec, test_fraction: float) -> tuple[int, int]:
-    """(train, test) identity counts; at least one test identity."""
-    n_test = min(spec.subjects, max(1, round(spec.subjects * test_fraction)))
+    """(train, test) identity counts: ``spec.test_subjects``, else the layout's share (at least one
+    test identity)."""
+    n_test = spec.test_subjects or min(spec.subjects, max(1, round(spec.subjects * test_fraction)))
     return spec.subjects - n_test, n_test
 
 
@@ -403,12 +419,17 @@ LAYOUTS = {
         name="oumvlp",
         views=tuple(f"{v:03d}" for v in [*range(0, 91, 15), *range(180, 271, 15)]),
         types=("00", "01"),
-        subjects=100,
+        subjects=200,  # the protocol's split: odd ids train, even ids test (1,400 probes)
         id_width=5,
         plan=_plan_oumvlp,
     ),
-    "grew": Layout(name="grew", views=(), types=("00", "01", "02", "03"), subjects=100, id_width=5, plan=_plan_grew),
-    "gait3d": Layout(name="gait3d", views=(), types=(), subjects=80, id_width=4, plan=_plan_gait3d, frames=24),
+    # 60 training identities as before; 1,000 test identities: 1,000 probes (GREW: 1,000 gallery
+    # sequences; Gait3D: one probe per identity against about 3,500 gallery sequences, as the real
+    # set's 1,000 probes against 5,000)
+    "grew": Layout(name="grew", views=(), types=("00", "01", "02", "03"), subjects=1060, id_width=5, plan=_plan_grew,
+                   test_subjects=1000),
+    "gait3d": Layout(name="gait3d", views=(), types=(), subjects=1060, id_width=4, plan=_plan_gait3d, frames=24,
+                     test_subjects=1000),
     "hid": Layout(name="hid", views=("default",), types=(), subjects=250, id_width=4, plan=_plan_hid),
 }
 
