@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 
 from gaitbench.progress import LineProgress, progress
 
@@ -67,7 +68,7 @@ def test_on_a_terminal_a_tqdm_bar():
 def test_quiet_phase_line_what_how_many_then_elapsed(monkeypatch):
     from gaitbench.progress import phase, phase_lines
 
-    clock = iter([0.0, 212.4])  # the start, the end
+    clock = itertools.chain([0.0, 212.4], itertools.repeat(300.0))  # the start, the end, later displays
     monkeypatch.setattr("gaitbench.progress.time.perf_counter", lambda: next(clock))
     log = io.StringIO()
     with phase_lines():
