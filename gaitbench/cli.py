@@ -327,7 +327,7 @@ def new_plugin(name, directory):
     click.echo(f"wrote {path}: the {name} method plugin (distribution {names.dist}, package {names.package})")
     click.echo("next:")
     click.echo(f"  cd {path}")
-    click.echo('  pip install -e ".[test]"      # offline: pip install --no-index --no-build-isolation -e .')
+    click.echo('  pip install -e ".[test]"      # offline: pip install --no-index --no-build-isolation --no-deps -e .')
     click.echo(f"  pytest                        # tests/test_{names.module}.py: the contract and a smoke run")
     click.echo(f"  gaitbench run --method {name} --protocol casiab --smoke")
 
