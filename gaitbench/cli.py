@@ -83,7 +83,8 @@ def _run_options(func):
                      help="Loader processes for training batches (the batches are the same for any number)."),
         click.option("--strict", is_flag=True,
                      help="Stop at the first unreadable sequence instead of reporting and skipping it."),
-        click.option("--quiet", is_flag=True, help="No progress bars."),
+        click.option("--quiet", is_flag=True,
+                     help="No progress displays; one line per phase instead (what, how many, elapsed time)."),
     ]
     for option in reversed(options):
         func = option(func)
