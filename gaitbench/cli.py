@@ -83,14 +83,15 @@ def _run_options(func):
                      help="Loader processes for training batches (the batches are the same for any number)."),
         click.option("--strict", is_flag=True,
                      help="Stop at the first unreadable sequence instead of reporting and skipping it."),
-        click.option("--quiet", is_flag=True, help="No progress bars."),
+        click.option("--quiet", is_flag=True,
+                     help="No progress displays; one line per phase instead (what, how many, elapsed time)."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def _execute(options: dict, *, resume: bool, train_only: bool):
+def _execute(options: dict, *, resume: bool, train_only: bool, smoke: bool = False):
     import os
 
     from .run import RunSettings, execute
@@ -114,15 +115,19 @@ def _execute(options: dict, *, resume: bool, train_only: bool):
     quiet = options.pop("quiet")
     options["overrides"] = list(options["overrides"])
     options["stages"] = list(options["stages"])
-    return execute(RunSettings(**options, progress=not quiet, resume=resume, train_only=train_only), echo=click.echo)
+    return execute(RunSettings(**options, progress=not quiet, resume=resume, train_only=train_only, smoke=smoke),
+                   echo=click.echo)
 
 
 @cli.command()
 @_run_options
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint.")
-def run(resume, **options):
+@click.option("--smoke", is_flag=True,
+              help="A smoke run: a few iterations on a few synthetic subjects, end to end in seconds (checks that "
+                   "a method runs; its numbers mean nothing).")
+def run(resume, smoke, **options):
     """Train METHOD under PROTOCOL, embed the test set, evaluate and write OUT/result.json."""
-    _execute(options, resume=resume, train_only=False)
+    _execute(options, resume=resume, train_only=False, smoke=smoke)
 
 
 @cli.command()
@@ -172,7 +177,10 @@ def embed(method, checkpoint, protocol, data_root, partition, out, device, quiet
     store = steps.open_store(settings, proto, SINGLE, click.echo)
     selection = steps.select(store, proto, partition)
     model = load_model(checkpoint).to(device)
-    emb = steps.embed(model, store, selection.test_rows, device=device, progress=not quiet)
+    from .progress import phase_lines
+
+    with phase_lines(quiet):
+        emb = steps.embed(model, store, selection.test_rows, device=device, progress=not quiet)
     test = steps.Embedded(emb, selection.test_rows, {}, 0.0)
     written = steps.write_test_embeddings(out, test, store, selection, method=method, metric=metric)
     click.echo(f"wrote {len(test.rows)} embeddings {list(emb.shape[1:])} to {written}"
@@ -306,6 +314,26 @@ def methods():
         click.echo(f"{name:<12} {method.description}  [plugin {registry.plugin_of(name)}; variants: "
                    f"{', '.join(method.variants)}]")
         click.echo(f"{'':<12} paper: {method.paper}")
+
+
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Folder to write the distribution gaitbench-NAME into.")
+def new_plugin(name, directory):
+    """Write a working method plugin NAME to start from: a distribution with the entry point, the
+    hook implementation, a small model, a quick recipe and tests (the method contract and a smoke
+    run) that pass as written."""
+    from .scaffold import PluginNames, write_plugin
+
+    path = write_plugin(name, directory, taken=_plugins().methods().names())
+    names = PluginNames.of(name)
+    click.echo(f"wrote {path}: the {name} method plugin (distribution {names.dist}, package {names.package})")
+    click.echo("next:")
+    click.echo(f"  cd {path}")
+    click.echo('  pip install -e ".[test]"      # offline: pip install --no-index --no-build-isolation --no-deps -e .')
+    click.echo(f"  pytest                        # tests/test_{names.module}.py: the contract and a smoke run")
+    click.echo(f"  gaitbench run --method {name} --protocol casiab --smoke")
 
 
 @cli.command()

@@ -4,8 +4,14 @@ Plugins come from entry points in the ``gaitbench`` group (built-in methods incl
 core's own built-in plugin. We own the entry-point loop instead of pluggy's
 ``load_setuptools_entrypoints`` so that one broken plugin costs a warning line, not the program.
 
+Built-in plugins (the core's and the entry points of gaitbench's own distribution) load first,
+then the others by entry-point name. The first plugin to register a name keeps it: a later
+plugin's method (protocol, stage...) of the same name is refused with one warning naming both
+distributions, and everything else keeps working.
+
 Environment switches:
-- ``GAITBENCH_STRICT_PLUGINS=1``: a plugin that fails to load or register is an error.
+- ``GAITBENCH_STRICT_PLUGINS=1``: a plugin that fails to load or register, or registers a name
+  another plugin has, is an error.
 - ``GAITBENCH_DISABLE_PLUGINS=a,b``: skip these entry points.
 - ``GAITBENCH_TRACE_PLUGINS=1``: print every hook call to stderr.
 """
@@ -73,7 +79,13 @@ def _entry_points() -> list[metadata.EntryPoint]:
         if key not in seen:
             seen.add(key)
             out.append(ep)
-    return sorted(out, key=lambda ep: ep.name)
+    # gaitbench's own entry points first: a built-in name is never taken by a plugin
+    return sorted(out, key=lambda ep: (_distribution_name(ep) != "gaitbench", ep.name))
+
+
+def _distribution_name(ep: metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return dist.metadata["Name"].lower() if dist is not None else ""
 
 
 class Plugins:
@@ -96,8 +108,9 @@ class Plugins:
             return self._registries[hook_name]
         registry: Registry = Registry(kind, describe=self.describe)
         caller = getattr(self.pm.hook, hook_name)
-        # pluggy calls last-registered first; we call in load order, one plugin at a time.
-        for impl in reversed(caller.get_hookimpls()):
+        # pluggy calls last-registered first; we call in load order (get_hookimpls' order), one
+        # plugin at a time, so the first registrant of a name is the first plugin loaded.
+        for impl in caller.get_hookimpls():
             plugin = impl.plugin_name
             info = self.infos.setdefault(plugin, PluginInfo(name=plugin))
 
@@ -105,6 +118,8 @@ class Plugins:
                 name, value = validate(obj, _plugin)
                 if registry.add(name, value, _plugin):
                     _info.registered.setdefault(kind, []).append(name)
+                else:
+                    _info.errors.append(registry.conflicts[-1])
 
             try:
                 impl.function(register=register)
@@ -115,10 +130,20 @@ class Plugins:
                     raise PluginError(f"plugin {self.describe(plugin)}: {message}") from exc
                 _warn(f"plugin {self.describe(plugin)}: {message}")
         self._registries[hook_name] = registry
+        self._refuse_collisions(registry)
         return registry
 
+    def _refuse_collisions(self, registry: Registry) -> None:
+        """One warning per name a later plugin was refused (the first registrant keeps it); strict
+        mode raises instead."""
+        if self.strict:
+            registry.check()
+        for conflict in registry.conflicts:
+            _warn(conflict)
+
     def _checked(self, hook_name: str, kind: str, validate) -> Registry:
-        return self._collect(hook_name, kind, validate).check()
+        registry = self._collect(hook_name, kind, validate)
+        return registry.check() if self.strict else registry
 
     def _typed(self, hook_name: str, kind: str, cls, key) -> Registry:
         """A registry whose items must be instances of ``cls``, named by ``key(obj)``."""
@@ -157,12 +182,15 @@ class Plugins:
             methods = self.methods()
             for name in methods:
                 plugin = methods.plugin_of(name)
+                info = self.infos.setdefault(plugin, PluginInfo(name=plugin))
                 for item_name, item in items(methods.get(name)):
                     if registry.add(item_name, item, plugin):
-                        self.infos.setdefault(plugin, PluginInfo(name=plugin)).registered.setdefault(kind, []).append(
-                            item_name)
+                        info.registered.setdefault(kind, []).append(item_name)
+                    else:
+                        info.errors.append(registry.conflicts[-1])
             self._registries[key] = registry
-        return self._registries[key].check()
+            self._refuse_collisions(registry)
+        return self._registries[key].check() if self.strict else self._registries[key]
 
     def throughput_cases(self) -> Registry[ThroughputCase]:
         """Every method's throughput cases, by ``"<method>/<name>"``."""

@@ -9,6 +9,13 @@ whichever comes first, and one when the work ends::
 
 Both expose the same small interface: ``update(n)``, ``set_postfix(**values)``, ``close()``,
 iteration over an iterable, and use as a context manager.
+
+Quiet (``gaitbench run --quiet``): inside :func:`phase_lines`, a display that is switched off
+writes one :class:`PhaseLine` per phase instead, what and how many when the phase starts and the
+elapsed time when it ends, so training can be told from embedding and from a hang::
+
+    training 3 iterations ... done in 8.0 s, loss=0.1853 lr=1.00e-03
+    embedding 9 sequences ... done in 2.7 s
 """
 
 from __future__ import annotations
@@ -16,11 +23,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, TextIO
 
-__all__ = ["LineProgress", "progress"]
+__all__ = ["LineProgress", "PhaseLine", "phase", "phase_lines", "progress"]
 
 DEFAULT_INTERVAL_S = 30.0
+UNITS = {"it": "iterations", "seq": "sequences"}  # a phase line's words for the bars' units
+_phase_lines = False  # inside phase_lines(): a display switched off writes a PhaseLine
 
 
 def _interval() -> float:
@@ -38,6 +48,8 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
     stream = stream or sys.stderr
     if total is None and iterable is not None and hasattr(iterable, "__len__"):
         total = len(iterable)  # type: ignore[arg-type]
+    if not enabled and _phase_lines:
+        return PhaseLine(iterable, total=total, desc=desc, unit=unit, initial=initial, stream=stream)
     if enabled and getattr(stream, "isatty", lambda: False)():
         from tqdm.auto import tqdm
 
@@ -105,3 +117,59 @@ class LineProgress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@contextmanager
+def phase_lines(enabled: bool = True) -> Iterator[None]:
+    """Within this block, progress displays created switched off (``enabled=False``) write one
+    :class:`PhaseLine` each instead of nothing (``--quiet``; only rank 0 of a distributed run)."""
+    global _phase_lines
+    previous, _phase_lines = _phase_lines, enabled
+    try:
+        yield
+    finally:
+        _phase_lines = previous
+
+
+def phase(desc: str, total: int | None = None, unit: str = "it", stream: TextIO | None = None):
+    """A :class:`PhaseLine` for a phase that has no progress display, inside :func:`phase_lines`;
+    otherwise a display that shows nothing."""
+    if _phase_lines:
+        return PhaseLine(total=total, desc=desc, unit=unit, stream=stream)
+    return LineProgress(total=total, desc=desc, unit=unit, enabled=False, stream=stream)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:,.0f} s"
+
+
+class PhaseLine(LineProgress):
+    """One line for a whole phase: ``<desc> <count> <unit> ...`` when it starts (flushed, so a log
+    shows which phase is running), `` done in <elapsed>`` (and the last postfix) when it ends, or
+    `` stopped at <n>/<total> after <elapsed>`` when it ends early."""
+
+    def __init__(self, iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
+                 unit: str = "it", initial: int = 0, stream: TextIO | None = None):
+        super().__init__(iterable, total=total, desc=desc, unit=unit, initial=initial, enabled=True, stream=stream)
+        words = UNITS.get(unit, unit)
+        if total is None:
+            count = ""
+        elif initial:
+            count = f" {total - initial:,} {words} ({initial:,} -> {total:,})"
+        else:
+            count = f" {total:,} {words}"
+        print(f"{desc}{count} ...", end="", file=self.stream, flush=True)
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        elapsed = _duration(time.perf_counter() - self.started)
+        if self.total is not None and self.n < self.total:
+            end = f" stopped at {self.n:,}/{self.total:,} after {elapsed}"
+        else:
+            end = f" done in {elapsed}{', ' + self.postfix if self.postfix else ''}"
+        print(end, file=self.stream, flush=True)

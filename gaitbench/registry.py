@@ -38,9 +38,10 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """Items of one ``kind`` ("method", "protocol"...) by name, each with the plugin that gave it.
 
-    The first registrant of a name keeps it; a second one is recorded as a conflict (its message
-    names both plugins) and :meth:`check` raises them. Lazy entries (``"module:attr"``) are loaded
-    on first :meth:`get` and then kept.
+    The first registrant of a name keeps it; a later one is refused and recorded as a conflict
+    whose message names both plugins (the plugin manager warns with it, or raises it in strict
+    mode; :meth:`check` raises them all). Lazy entries (``"module:attr"``) are loaded on first
+    :meth:`get` and then kept.
     """
 
     def __init__(self, kind: str, describe: Callable[[str], str] = repr):
@@ -52,11 +53,13 @@ class Registry(Generic[T]):
     # -- filling ------------------------------------------------------------------------------
     def add(self, name: str, obj: T | str, plugin: str) -> bool:
         """Register ``obj`` under ``name`` for ``plugin``; False (and a recorded conflict) when
-        another plugin has the name already."""
+        another plugin has the name already: the first keeps it."""
         if name in self._entries and self._entries[name].plugin != plugin:
             other = self._entries[name].plugin
-            self.conflicts.append(f"{self.kind} {name!r} is registered by two plugins: {self._describe(other)} and "
-                                  f"{self._describe(plugin)}; disable one with GAITBENCH_DISABLE_PLUGINS")
+            self.conflicts.append(
+                f"{self.kind} {name!r} is registered by two plugins: {self._describe(other)} keeps it, "
+                f"{self._describe(plugin)} is refused; rename one, or disable a plugin with "
+                f"GAITBENCH_DISABLE_PLUGINS={plugin}")
             return False
         self._entries[name] = Entry(name, obj, plugin)
         return True

@@ -36,6 +36,7 @@ class RunSettings:
     stages: list[str] = field(default_factory=list)  # post-processing stages, after the recipe's
     strict: bool = False  # an unreadable sequence stops the run instead of being reported and skipped
     workers: int = 0  # loader processes for training batches (the batches do not depend on it)
+    smoke: bool = False  # a few iterations on a few synthetic subjects (gaitbench.smoke)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in {"resume", "progress"}}
@@ -43,17 +44,32 @@ class RunSettings:
 
 def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = print):
     """Run the whole job; returns the :class:`~gaitbench.results.record.RunRecord` also written to
-    ``OUT/result.json`` (None on ranks other than 0 of a distributed run, and for ``train_only``)."""
+    ``OUT/result.json`` (None on ranks other than 0 of a distributed run, and for ``train_only``).
+    Without progress displays (``--quiet``), rank 0 writes one line per phase instead."""
+    import os
+
+    from .progress import phase_lines
+
+    with phase_lines(not settings.progress and os.environ.get("RANK", "0") == "0"):
+        return _execute(settings, plugins, echo)
+
+
+def _execute(settings: RunSettings, plugins, echo: Callable[[str], None]):
     import torch
 
     from . import steps
     from .plugins import get_plugins
+    from .progress import phase
     from .results.tables import print_run
     from .training.distributed import from_environment
     from .training.trainer import seed_everything
 
     plugins = plugins or get_plugins()
     started = time.perf_counter()
+    if settings.smoke:
+        from . import smoke
+
+        settings = smoke.prepare(settings, plugins)
     plan = steps.plan_run(settings, plugins)
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
         raise GaitbenchError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
@@ -62,6 +78,8 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
     if device != settings.device:
         torch.cuda.set_device(device)
     say = echo if dist.is_main else (lambda s: None)
+    if settings.smoke:
+        say(smoke.banner(settings))
 
     t = time.perf_counter()
     store = steps.open_data(settings, plan, dist, say)
@@ -86,7 +104,9 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
     timings["embed_s"] = test.seconds
     steps.write_test_embeddings(out_dir / "embeddings.npz", test, store, selection, method=plan.method.name,
                                 metric=plan.recipe.eval.metric or selection.protocol.evaluation.metric)
-    evaluation = steps.evaluate_test_set(test, store, plan, selection, device=device, out_dir=out_dir)
+    with phase("evaluating", total=len(test.rows), unit="seq") as line:
+        evaluation = steps.evaluate_test_set(test, store, plan, selection, device=device, out_dir=out_dir)
+        line.update(len(test.rows))
     timings["evaluate_s"] = evaluation.report.timings["evaluate_s"]
     timings["evaluation"] = evaluation.report.timings
     plugins.evaluate_end(settings, evaluation.report)
@@ -94,4 +114,6 @@ def execute(settings: RunSettings, plugins=None, echo: Callable[[str], None] = p
     run = steps.record(settings, plan, store, selection, built, training, test, evaluation, device=device, dist=dist,
                        plugins=plugins, timings=timings, out_dir=out_dir)
     print_run(run, evaluation.report, selection.protocol, out_dir, echo)
+    if settings.smoke:
+        echo(smoke.banner(settings))
     return run

@@ -588,6 +588,7 @@ def record(settings, plan: Plan, store, selection: Selection, built: BuiltModel,
 
     import torch
 
+    from . import smoke
     from .config import to_dict
     from .io import package_version, write_json_atomic
     from .results.record import DatasetInfo, RunRecord, SplitInfo, StageRecord, Tables, Versions
@@ -617,6 +618,7 @@ def record(settings, plan: Plan, store, selection: Selection, built: BuiltModel,
         evaluated_checkpoint=str(training.checkpoint), checkpoint=str(training.checkpoint),
         submission=({"path": evaluation.submission, "truth": selection.truth_source if selection.truth is not None
                      else None} if protocol.evaluation.kind == "identification" else None),
+        extra=smoke.record_entry(settings) if getattr(settings, "smoke", False) else {},
     )
     write_json_atomic(out_dir / "result.json", run.to_json())
     return run

@@ -52,3 +52,12 @@ def test_readme_starts_with_the_three_commands():
     assert re.search(r"^pytest\b", text, re.M)
     ci = (REPO / ".ci" / "run").read_text()
     assert 'pip install -e ".[test]"' in ci and re.search(r"^pytest\s*$", ci, re.M)
+
+
+def test_smallest_plugin_section_is_the_new_plugin_template():
+    from gaitbench.scaffold import DOCS_BEGIN, DOCS_END, docs_section
+
+    doc = (REPO / "docs" / "writing-plugins.md").read_text()
+    shown = doc.split(DOCS_BEGIN + "\n", 1)[1].split(DOCS_END, 1)[0]
+    assert shown == docs_section(), ("docs/writing-plugins.md shows other files than `gaitbench new-plugin` writes: "
+                                     "run python -m gaitbench.scaffold docs/writing-plugins.md")

@@ -24,8 +24,8 @@ import pytest
 import gaitbench
 
 LAYERS = [
-    ["gaitbench", "gaitbench.__main__", "gaitbench.cli"],
-    ["gaitbench.run", "gaitbench.steps", "gaitbench.testing"],
+    ["gaitbench", "gaitbench.__main__", "gaitbench.cli", "gaitbench.scaffold"],
+    ["gaitbench.run", "gaitbench.steps", "gaitbench.smoke", "gaitbench.testing"],
     ["gaitbench.training", "gaitbench.evaluation", "gaitbench.results", "gaitbench.bench",
      "gaitbench.checkpoint_import"],
     ["gaitbench.data", "gaitbench.protocols", "gaitbench.plugins", "gaitbench.registry", "gaitbench.builtin",

@@ -51,7 +51,28 @@ def test_hook_register_methods():
     assert gaitbench.list_methods("a*") == ["alpha"]
 
 
-def test_duplicate_method_names_both_plugins():
+def test_duplicate_method_name_the_first_keeps_it_one_warning(capsys):
+    plugins = use_plugins(("first", MethodPlugin("same", "alpha")), ("second", MethodPlugin("same", "beta")))
+    methods = plugins.methods()
+    assert methods.plugin_of("same") == "first"
+    assert {"alpha", "beta", "gaitset"} <= set(methods)  # everything else keeps working
+    plugins.methods()  # asked again: no second warning
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 1, warnings
+    assert "'same'" in warnings[0] and "'first'" in warnings[0] and "keeps it" in warnings[0]
+    assert "'second'" in warnings[0] and "refused" in warnings[0] and "GAITBENCH_DISABLE_PLUGINS=second" in warnings[0]
+    info = {i.name: i for i in plugins.info()}
+    assert info["second"].registered["method"] == ["beta"] and "refused" in info["second"].errors[0]
+
+
+def test_a_plugin_never_takes_a_builtin_name(capsys):
+    plugins = use_plugins(("newcomer", MethodPlugin("gaitset")))
+    assert plugins.methods().plugin_of("gaitset") == "gaitset"
+    assert "'newcomer' is refused" in capsys.readouterr().err
+
+
+def test_duplicate_method_name_strict_is_an_error(monkeypatch):
+    monkeypatch.setenv("GAITBENCH_STRICT_PLUGINS", "1")
     plugins = use_plugins(("first", MethodPlugin("same")), ("second", MethodPlugin("same")))
     with pytest.raises(PluginError) as err:
         plugins.methods()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 
 from gaitbench.progress import LineProgress, progress
 
@@ -62,3 +63,43 @@ def test_on_a_terminal_a_tqdm_bar():
     bar.update(3)
     bar.close()
     assert "\r" in term.getvalue() and "training" in term.getvalue()
+
+
+def test_quiet_phase_line_what_how_many_then_elapsed(monkeypatch):
+    from gaitbench.progress import phase, phase_lines
+
+    clock = itertools.chain([0.0, 212.4], itertools.repeat(300.0))  # the start, the end, later displays
+    monkeypatch.setattr("gaitbench.progress.time.perf_counter", lambda: next(clock))
+    log = io.StringIO()
+    with phase_lines():
+        bar = progress(total=150, desc="training", unit="it", enabled=False, stream=log)
+        assert log.getvalue() == "training 150 iterations ..."  # written when the phase starts
+        for step in range(150):
+            bar.update(1)
+        bar.set_postfix(loss="4.2113")
+        bar.close()
+    assert log.getvalue() == "training 150 iterations ... done in 212 s, loss=4.2113\n"
+    silent = io.StringIO()  # outside phase_lines, a display switched off writes nothing
+    with progress(total=3, desc="training", enabled=False, stream=silent) as bar:
+        bar.update(3)
+    with phase("evaluating", total=5, unit="seq", stream=silent) as line:
+        line.update(5)
+    assert silent.getvalue() == ""
+
+
+def test_quiet_phase_line_resumed_and_stopped_early():
+    from gaitbench.progress import phase, phase_lines
+
+    log = io.StringIO()
+    with phase_lines():
+        with progress(range(2), total=5500, desc="embedding", unit="seq", enabled=False, stream=log) as bar:
+            list(bar)
+        with progress(total=150, initial=100, desc="training", unit="it", enabled=False, stream=log) as bar:
+            bar.update(50)
+        with phase("evaluating", total=5500, unit="seq", stream=log) as line:
+            line.update(5500)
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith("embedding 5,500 sequences ... stopped at 2/5,500 after ")
+    assert lines[1].startswith("training 50 iterations (100 -> 150) ... done in ")
+    assert lines[2].startswith("evaluating 5,500 sequences ... done in ")
+    assert len(lines) == 3
