@@ -170,6 +170,7 @@ def embed(method, checkpoint, protocol, data_root, partition, out, device, quiet
     del payload
     settings = RunSettings(method=method, protocol=protocol, data_root=data_root, progress=not quiet)
     store = steps.open_store(settings, proto, SINGLE, click.echo)
+    steps.report_malformed(store, False, click.echo)
     selection = steps.select(store, proto, partition)
     model = load_model(checkpoint).to(device)
     emb = steps.embed(model, store, selection.test_rows, device=device, progress=not quiet)

@@ -102,8 +102,24 @@ def open_data(settings, plan: Plan, dist, say: Say):
     """The dataset store: ``--data-root``, else the protocol's built-in synthetic set (rendered
     once into the cache); refused when its silhouettes are not the size the variant takes."""
     store = open_store(settings, plan.protocol, dist, say, plan.input_size)
+    report_malformed(store, settings.strict, say)
     check_input_size(store, plan.input_size, plan.method, plan.variant)
     return store
+
+
+def report_malformed(store, strict: bool, say: Say) -> None:
+    """The store's malformed entries (what ``data check`` calls malformed in its index): an error
+    under ``strict``, else a warning; :func:`select_rows` leaves them out, so no step reads them."""
+    bad = store.malformed
+    if not bad:
+        return
+    first = next(iter(bad))
+    listing = f"{len(bad)} malformed sequences in {store.root}, e.g. {store.describe_row(first)}: {bad[first]}"
+    if strict or len(bad) == len(store):
+        raise DataError(listing + ("; every sequence is malformed" if len(bad) == len(store) else "") +
+                        " (gaitbench data check lists them all)")
+    say(f"WARNING: {listing}; they are left out of training and evaluation (--strict makes this an error; "
+        "gaitbench data check lists them all)")
 
 
 def open_store(settings, protocol, dist, say: Say, input_size: tuple[int, int] | None = None):
@@ -192,8 +208,10 @@ def select_rows(store, protocol) -> tuple[np.ndarray, np.ndarray]:
     if train_ids & test_ids:
         raise DataError(f"protocol {protocol.describe()}: subjects in both train and test: "
                         f"{sorted(train_ids & test_ids)[:10]}")
-    train = np.flatnonzero(np.isin(subjects, sorted(train_ids)))
-    test = np.flatnonzero(np.isin(subjects, sorted(test_ids)))
+    served = np.ones(len(subjects), bool)
+    served[list(getattr(store, "malformed", {}))] = False  # never read (see report_malformed)
+    train = np.flatnonzero(np.isin(subjects, sorted(train_ids)) & served)
+    test = np.flatnonzero(np.isin(subjects, sorted(test_ids)) & served)
     for name, rows, spec in (("training", train, protocol.split.train), ("test", test, protocol.split.test)):
         if len(rows) == 0:
             raise DataError(
