@@ -14,7 +14,7 @@ import pytest
 from gaitbench.data.store import PackedStore, open_store
 from gaitbench.errors import DataError
 
-from .conftest import run_cli
+from .test_untrusted_cli import run_cli
 
 
 def packed_copy(store, dest):
