@@ -35,8 +35,12 @@ class _Refused(pickle.UnpicklingError):
 
 
 class _NdarrayMarker:
-    """What the pickle gets for ``numpy.ndarray``: accepted as ``_reconstruct``'s class argument,
-    not callable."""
+    """What the pickle gets for ``numpy.ndarray``: accepted as ``_reconstruct``'s class argument;
+    calling it is refused."""
+
+    def __call__(self, *args, **kwargs):
+        raise _Refused("refusing to call numpy.ndarray: it would return uninitialised memory (numpy's own "
+                       "pickles never call it)")
 
     def __repr__(self) -> str:
         return "numpy.ndarray"

@@ -97,7 +97,7 @@ class Store:
         }
 
 
-_INTEGER = r"\s*[+-]?\d{1,18}\s*"  # at most 18 digits: fits int64 without overflow
+_INTEGER = r"\s*[+-]?[0-9]{1,18}\s*"  # ASCII digits, at most 18: fits int64 without overflow
 
 
 def _validated_index(index: pd.DataFrame, frames_shape: tuple[int, ...], path: Path):
