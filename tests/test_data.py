@@ -125,8 +125,12 @@ def test_truncated_packed_store_is_reported(tmp_path):
     generate(SynthSpec(subjects=1, frames=4), tmp_path / "s", workers=1, progress=False)
     frames = np.load(tmp_path / "s" / "frames.npy")
     np.save(tmp_path / "s" / "frames.npy", frames[:10])
+    store = open_store(tmp_path / "s")  # the rows within the file are served, the others named and refused
+    beyond = [i for i in range(len(store)) if i in store.malformed]
+    assert beyond and all("truncated" in store.malformed[i] for i in beyond)
     with pytest.raises(DataError, match="truncated"):
-        open_store(tmp_path / "s")
+        store.frames(beyond[0])
+    np.testing.assert_array_equal(store.frames(0), frames[:len(store.frames(0))])
 
 
 def test_clip_positions():

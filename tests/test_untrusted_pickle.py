@@ -67,6 +67,10 @@ CRAFTED = {
     "ndarray-called": lambda: pickle.dumps(CallsNdarray((FOUR_GB,)), protocol=2),
     "state-claims-4GB": lambda: pickle.dumps(ClaimsSize((FOUR_GB,)), protocol=4),
     "buffer-claims-4GB": lambda: pickle.dumps(ClaimsBuffer((FOUR_GB,)), protocol=5),
+    # a counted bytearray of 4 GB with 3 bytes behind it: Python's own unpickler allocates the 4 GB
+    "bytearray-claims-4GB": lambda: b"\x80\x05\x96" + FOUR_GB.to_bytes(8, "little") + b"abc.",
+    # a memo index of 2**29: Python's unpickler grows its memo table to 4 GB of pointers
+    "memo-index-4GB": lambda: b"\x80\x04N" + b"r" + (2**29).to_bytes(4, "little") + b".",
 }
 
 
@@ -108,6 +112,8 @@ def test_a_90_byte_pickle_claiming_4_GB_is_refused_within_a_small_peak(tmp_path)
     assert "numpy.ndarray" in found["ndarray-called"]["outcome"] or "ndarray" in found["ndarray-called"]["outcome"]
     assert "claims 4,294,967,296 bytes" in found["state-claims-4GB"]["outcome"]
     assert "claims 4,294,967,296 bytes" in found["buffer-claims-4GB"]["outcome"]
+    assert "expected 4294967296 bytes in a bytearray8" in found["bytearray-claims-4GB"]["outcome"]
+    assert "memo index 536870912 after 2 opcodes" in found["memo-index-4GB"]["outcome"]
 
 
 @pytest.mark.parametrize("payload", [CallsNdarray((3, 64, 44)), NeverBuilt()], ids=["ndarray-called", "never-built"])

@@ -9,7 +9,9 @@ pickles pass and checks them before anything is allocated.
   never a callable: called directly, ``ndarray(shape)`` would return uninitialised memory of any
   size the file claims.
 - An array's size (shape x itemsize) is compared with its data, and both with the file's own size,
-  before the array is built, so a 90-byte file cannot allocate 4 GB.
+  before the array is built, so a 90-byte file cannot allocate 4 GB; nor can a counted bytes or
+  bytearray opcode claiming more than the file holds, nor a memo index far beyond the pickle's
+  length (both checked in a first pass, :func:`_check_claims`).
 - Object and structured-object dtypes are refused; anything else fails before it is called.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
+import pickletools
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +152,19 @@ def _latin1(text, encoding="utf-8", errors="strict"):
     return text.encode("latin1")
 
 
+def _check_claims(data: bytes) -> None:
+    """Refuse what would make Python's unpickler allocate beyond the file, before it runs.
+
+    It allocates a counted bytes or bytearray at the size the pickle claims before reading it (15
+    bytes can claim 4 GB), and grows its memo to the largest index a PUT names (one PUT can name
+    entry 680,825,748). pickletools reads each counted argument no further than the data goes, and
+    every memo entry of a real pickle follows an opcode of its own, so indices are bounded by the
+    opcodes seen."""
+    for count, (op, arg, _) in enumerate(pickletools.genops(data)):
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(arg) > count:
+            raise _Refused(f"memo index {arg} after {count} opcodes")
+
+
 def _empty_bytes(*args):
     if args:  # bytes(n) would allocate n bytes the file does not hold
         raise _Refused("bytes() is allowed only without arguments, as pickle writes empty bytes")
@@ -157,6 +173,12 @@ def _empty_bytes(*args):
 
 def loads_array_pickle(data: bytes, source: str) -> np.ndarray:
     """The numpy array pickled in ``data`` (read from ``source``, named in errors)."""
+    try:
+        _check_claims(data)
+    except _Refused as exc:
+        raise DataError(f"{source}: not a plain numpy-array pickle ({exc}); nothing from it was run") from None
+    except Exception as exc:
+        raise DataError(f"{source}: corrupt pickle ({type(exc).__name__}: {exc})") from None
     try:
         obj = _ArrayOnlyUnpickler(io.BytesIO(data), len(data)).load()
     except pickle.UnpicklingError as exc:
