@@ -9,6 +9,9 @@ Three stores:
 - ``PngTreeStore``: pretreated PNG frames in the same tree.
 
 ``open_store(path)`` recognises each and says what it expected when it finds neither.
+
+A store's ``malformed`` entries (a packed index's invalid rows, checked when it opens) are never
+served: ``data check`` reports them, runs leave them out before training (docs/untrusted-data.md).
 """
 
 from __future__ import annotations
