@@ -110,7 +110,7 @@ def open_data(settings, plan: Plan, dist, say: Say):
 def report_malformed(store, strict: bool, say: Say) -> None:
     """The store's malformed entries (what ``data check`` calls malformed in its index): an error
     under ``strict``, else a warning; :func:`select_rows` leaves them out, so no step reads them."""
-    bad = store.malformed
+    bad = getattr(store, "malformed", {})
     if not bad:
         return
     first = next(iter(bad))

@@ -41,6 +41,8 @@ class _NdarrayMarker:
     """What the pickle gets for ``numpy.ndarray``: accepted as ``_reconstruct``'s class argument;
     calling it is refused."""
 
+    __slots__ = ()  # nothing a pickle's BUILD could set on it
+
     def __call__(self, *args, **kwargs):
         raise _Refused("refusing to call numpy.ndarray: it would return uninitialised memory (numpy's own "
                        "pickles never call it)")
