@@ -15,18 +15,28 @@ from typing import Any
 from .errors import DataError, GaitbenchError
 
 
-def _load_state(path: Path) -> tuple[dict[str, Any], int]:
+def _load_state(path: Path, method) -> tuple[dict[str, Any], int]:
     import torch
 
     from .io import load_weights
 
     payload = load_weights(path, "checkpoint")
+    labelled = payload.get("method") if isinstance(payload, dict) else None
+    if isinstance(labelled, str) and labelled != method.name:  # a gaitbench checkpoint says what it is
+        raise GaitbenchError(f"{path} is a {labelled} checkpoint ({labelled} [{payload.get('variant', '?')}]), "
+                             f"but --method asks for {method.name}: pass --method {labelled}")
     state = payload.get("model", payload) if isinstance(payload, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DataError(f"{path}: expected an OpenGait checkpoint (a dict whose 'model' entry is a state dict)")
     # DistributedDataParallel saves keys as module.<name>
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    iteration = int(payload.get("iteration", 0)) if isinstance(payload, dict) else 0
+    iteration = payload.get("iteration", 0)
+    if isinstance(iteration, torch.Tensor) and iteration.numel() == 1 and not iteration.is_floating_point():
+        iteration = int(iteration)
+    if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
+        shown = repr(iteration) if isinstance(iteration, (str, int, float)) else type(iteration).__name__
+        raise DataError(f"{path}: its 'iteration' is {shown[:60]}, expected a non-negative integer (a damaged or "
+                        "foreign checkpoint)")
     return state, iteration
 
 
@@ -54,7 +64,7 @@ def import_opengait(path: str | Path, method, variant: str | None, out: str | Pa
     path = Path(path)
     variant = variant or method.default_variant
     method.variant_kwargs(variant)
-    state, iteration = _load_state(path)
+    state, iteration = _load_state(path, method)
     kwargs: dict[str, Any] = {}
     classes = infer_class_count(method, variant, state)
     if classes is not None:

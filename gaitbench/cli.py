@@ -12,25 +12,53 @@ import click
 from .errors import GaitbenchError
 
 
+DEBUG_ENV = "GAITBENCH_DEBUG"
+
+
 class _Group(click.Group):
-    """User mistakes become one ``Error: ...`` line and a non-zero exit, never a traceback."""
+    """Every failure ends in one ``Error: ...`` line and a non-zero exit, never a traceback:
+    gaitbench's own errors (a user's mistake) as they are; anything else (a bug, or an input not
+    checked yet) as a line naming the command, its input and the exception. ``--debug`` (anywhere
+    on the line) or ``GAITBENCH_DEBUG=1`` shows the traceback instead."""
+
+    def parse_args(self, ctx, args):
+        end = args.index("--") if "--" in args else len(args)
+        if "--debug" in args[:end]:  # accepted after the command too, where users put it
+            args = ["--debug", *[a for a in args[:end] if a != "--debug"], *args[end:]]
+        ctx.meta["gaitbench.args"] = [a for a in args if a != "--debug"]
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except GaitbenchError as exc:
-            if type(exc).__name__ == "TrainingInterrupted":
-                click.echo(f"Error: {exc}", err=True)
-                sys.exit(130)
-            raise click.ClickException(str(exc)) from None
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own: usage errors and exits, already one line
         except KeyboardInterrupt:
             click.echo("\ninterrupted; everything already written is kept", err=True)
             sys.exit(130)
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            if type(exc).__name__ == "TrainingInterrupted":
+                click.echo(f"Error: {exc}", err=True)
+                sys.exit(130)
+            if isinstance(exc, GaitbenchError):
+                raise click.ClickException(str(exc)) from None
+            import shlex
+
+            text = " ".join(str(exc).split())  # one line, however the exception wrote it
+            text = text if len(text) <= 400 else text[:400] + " ..."
+            command = shlex.join(["gaitbench", *ctx.meta.get("gaitbench.args", [])])
+            raise click.ClickException(
+                f"`{command}` failed: {type(exc).__name__}: {text} (an unexpected error: please report it with the "
+                f"traceback, shown with --debug or {DEBUG_ENV}=1)") from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gaitbench", prog_name="gaitbench")
-def cli():
+@click.option("--debug", is_flag=True, envvar=DEBUG_ENV,
+              help=f"Show the traceback of an error instead of one line (also: {DEBUG_ENV}=1).")
+def cli(debug):
     """gaitbench: benchmark harness for silhouette-based gait recognition.
 
     \b
@@ -175,6 +203,7 @@ def embed(method, checkpoint, protocol, data_root, partition, out, device, quiet
     del payload
     settings = RunSettings(method=method, protocol=protocol, data_root=data_root, progress=not quiet)
     store = steps.open_store(settings, proto, SINGLE, click.echo)
+    steps.report_malformed(store, False, click.echo)
     selection = steps.select(store, proto, partition)
     model = load_model(checkpoint).to(device)
     from .progress import phase_lines

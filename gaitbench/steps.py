@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .errors import DataError, GaitbenchError
+from .errors import ConfigError, DataError, GaitbenchError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .contracts import Method
@@ -102,8 +102,24 @@ def open_data(settings, plan: Plan, dist, say: Say):
     """The dataset store: ``--data-root``, else the protocol's built-in synthetic set (rendered
     once into the cache); refused when its silhouettes are not the size the variant takes."""
     store = open_store(settings, plan.protocol, dist, say, plan.input_size)
+    report_malformed(store, settings.strict, say)
     check_input_size(store, plan.input_size, plan.method, plan.variant)
     return store
+
+
+def report_malformed(store, strict: bool, say: Say) -> None:
+    """The store's malformed entries (what ``data check`` calls malformed in its index): an error
+    under ``strict``, else a warning; :func:`select_rows` leaves them out, so no step reads them."""
+    bad = getattr(store, "malformed", {})
+    if not bad:
+        return
+    first = next(iter(bad))
+    listing = f"{len(bad)} malformed sequences in {store.root}, e.g. {store.describe_row(first)}: {bad[first]}"
+    if strict or len(bad) == len(store):
+        raise DataError(listing + ("; every sequence is malformed" if len(bad) == len(store) else "") +
+                        " (gaitbench data check lists them all)")
+    say(f"WARNING: {listing}; they are left out of training and evaluation (--strict makes this an error; "
+        "gaitbench data check lists them all)")
 
 
 def open_store(settings, protocol, dist, say: Say, input_size: tuple[int, int] | None = None):
@@ -191,8 +207,10 @@ def select_rows(store, protocol) -> tuple[np.ndarray, np.ndarray]:
     if train_ids & test_ids:
         raise DataError(f"protocol {protocol.describe()}: subjects in both train and test: "
                         f"{sorted(train_ids & test_ids)[:10]}")
-    train = np.flatnonzero(np.isin(subjects, sorted(train_ids)))
-    test = np.flatnonzero(np.isin(subjects, sorted(test_ids)))
+    served = np.ones(len(subjects), bool)
+    served[list(getattr(store, "malformed", {}))] = False  # never read (see report_malformed)
+    train = np.flatnonzero(np.isin(subjects, sorted(train_ids)) & served)
+    test = np.flatnonzero(np.isin(subjects, sorted(test_ids)) & served)
     for name, rows, spec in (("training", train, protocol.split.train), ("test", test, protocol.split.test)):
         if len(rows) == 0:
             raise DataError(
@@ -369,6 +387,11 @@ def train(settings, plan: Plan, store, selection: Selection, built: BuiltModel, 
         raise GaitbenchError(f"P x K = {s.P * s.K} must be divisible by the {dist.world_size} processes")
     sampler = TripletSampler(store, selection.train_rows, s.P, s.K, s.frames, s.order, s.skip, seed=settings.seed,
                              min_frames=s.min_frames, workers=settings.workers, strict=settings.strict)
+    if s.P > len(sampler.classes) and plan.iterations > 0:
+        sampler.close()
+        raise ConfigError(f"sampler.P = {s.P} subjects per batch, but the training split has {len(sampler.classes)} "
+                          f"subjects with sequences of at least {s.min_frames} frames: set --set sampler.P="
+                          f"{len(sampler.classes)} or fewer, or train on more subjects")
     if sampler.left_out:
         say(f"left out of training: {len(sampler.left_out)} sequences shorter than {s.min_frames} frames "
             f"(sampler.min_frames), e.g. {sampler.problems()['examples'][0]}")
@@ -384,6 +407,9 @@ def train(settings, plan: Plan, store, selection: Selection, built: BuiltModel, 
         trainer.restore(payload, str(path))
         resumed_from = {"checkpoint": str(path), "iteration": trainer.step}
         say(f"resuming from {path} (iteration {trainer.step})")
+    if plan.iterations == 0 and trainer.step == 0 and built.initial_weights is None:
+        say("WARNING: 0 training iterations and no initial weights (--checkpoint or --init-from): the evaluation "
+            "measures a randomly initialised model")
     started = time.perf_counter()
     try:
         history = trainer.train(plan.iterations)
@@ -482,7 +508,13 @@ def embed(model, store, rows: np.ndarray, *, device: str = "cpu", max_frames_per
         for batch_rows, frames, lengths in batches:
             x = host_to_device(frames, dev).float().mul_(1.0 / 255.0)
             lens = host_to_device(lengths, dev)
-            emb = model(x, lengths=lens)["embeddings"].float().cpu().numpy()
+            result = model(x, lengths=lens)
+            if out is None:  # the first forward: its output is checked once
+                from .training.trainer import check_model_output
+
+                check_model_output(result, len(batch_rows), f"model {type(model).__module__}."
+                                                            f"{type(model).__qualname__}")
+            emb = result["embeddings"].float().cpu().numpy()
             if out is None:
                 out = np.empty((len(rows), *emb.shape[1:]), np.float32)
             out[[position[int(r)] for r in batch_rows]] = emb

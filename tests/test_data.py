@@ -55,7 +55,7 @@ def test_malicious_pickle_runs_nothing(tmp_path):
 @pytest.mark.parametrize("payload,expected", [
     ({"a": 1}, "expected a numpy array, found dict"),
     (np.array([object()], dtype=object), "refusing"),
-    (np.array(["x", 1], dtype=object), "expected a numeric array"),
+    (np.array(["x", 1], dtype=object), "holds Python objects; only numeric arrays"),
 ])
 def test_non_array_pickles_are_rejected(tmp_path, payload, expected):
     p = tmp_path / "x.pkl"
@@ -125,8 +125,12 @@ def test_truncated_packed_store_is_reported(tmp_path):
     generate(SynthSpec(subjects=1, frames=4), tmp_path / "s", workers=1, progress=False)
     frames = np.load(tmp_path / "s" / "frames.npy")
     np.save(tmp_path / "s" / "frames.npy", frames[:10])
+    store = open_store(tmp_path / "s")  # the rows within the file are served, the others named and refused
+    beyond = [i for i in range(len(store)) if i in store.malformed]
+    assert beyond and all("truncated" in store.malformed[i] for i in beyond)
     with pytest.raises(DataError, match="truncated"):
-        open_store(tmp_path / "s")
+        store.frames(beyond[0])
+    np.testing.assert_array_equal(store.frames(0), frames[:len(store.frames(0))])
 
 
 def test_clip_positions():

@@ -10,7 +10,6 @@ do not (short sequences, a few missing sequences as in the real OU-MVLP and CASI
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,11 +60,16 @@ def check_dataset(store, protocol, *, read_frames: bool = True, progress: bool =
         report.warnings.append(f"{len(unlisted)} subjects on disk belong to no split: {_examples(unlisted)}")
 
     lengths = index["length"].to_numpy().copy()
-    bad: dict[int, str] = {}
+    # the store's own refusals (a packed index's invalid rows), found without reading frames
+    bad: dict[int, str] = {int(i): f"malformed index entry: {why}"
+                           for i, why in getattr(store, "malformed", {}).items()}
+    sizes: dict[tuple[int, ...], list[int]] = {}  # frame size -> rows, from the frames themselves
     if read_frames:
         from ..progress import progress as progress_bar
 
         for i in progress_bar(range(len(index)), desc="checking", unit="seq", enabled=progress):
+            if i in bad:
+                continue
             try:
                 frames = store.frames(i)
             except DataError as exc:
@@ -78,19 +82,32 @@ def check_dataset(store, protocol, *, read_frames: bool = True, progress: bool =
                 bad[i] = "empty (0 frames)"
             elif not frames.any():
                 bad[i] = "every frame is blank (all zeros)"
+            else:
+                sizes.setdefault(tuple(frames.shape[1:]), []).append(i)
     for i, why in bad.items():
         report.bad_sequences.append({"sequence": store.describe_row(i), "problem": why})
     if bad:  # a run would skip them (or stop with --strict), but the dataset is damaged: say so loudly
-        report.problems.append(f"{len(bad)} sequences are unreadable, empty or malformed (a run skips them, "
-                               f"--strict stops): {_examples(store.describe_row(i) for i in bad)}")
+        blank = sum(why.startswith("every frame is blank") for why in bad.values())
+        report.problems.append(
+            f"{len(bad)} sequences are unreadable, empty or malformed (a run skips them, --strict stops"
+            f"{'; blank ones it would use' if blank else ''}): {_examples(store.describe_row(i) for i in bad)}")
     known = lengths >= 0
     short = known & (lengths < SHORT) & ~np.isin(np.arange(len(index)), list(bad))
     if short.any():
         report.warnings.append(f"{int(short.sum())} sequences have fewer than {SHORT} frames (left out of training "
                                f"by the paper recipes' sampler.min_frames)")
-    shapes = Counter(zip(index["height"], index["width"])) if "height" in index else Counter()
-    if len(shapes) > 1:
-        report.warnings.append(f"frame sizes differ: {dict(shapes)}")
+    if not sizes and "height" in index and "width" in index:
+        for i, hw in enumerate(zip(index["height"].astype(int), index["width"].astype(int))):
+            if i not in bad:
+                sizes.setdefault(hw, []).append(i)
+    if len(sizes) > 1:  # a batch, a packed store and a model take one frame size
+        ranked = sorted(sizes.items(), key=lambda kv: -len(kv[1]))
+        parts = [f"{h}x{w} ({len(rows)} sequences" + (f", e.g. {_examples((store.describe_row(r) for r in rows), 3)})"
+                                                       if k else ")")
+                 for k, ((h, w), rows) in enumerate(ranked)]
+        report.problems.append(f"frame sizes differ: {'; '.join(parts)}; a run, `data pack` and the models take one "
+                               f"size (the most common here is {ranked[0][0][0]}x{ranked[0][0][1]}): re-pretreat the "
+                               "others or remove them")
 
     good = ~np.isin(np.arange(len(index)), list(bad))
     for name, ids in (("train", train_ids), ("test", test_ids)):

@@ -9,6 +9,9 @@ Three stores:
 - ``PngTreeStore``: pretreated PNG frames in the same tree.
 
 ``open_store(path)`` recognises each and says what it expected when it finds neither.
+
+A store's ``malformed`` entries (a packed index's invalid rows, checked when it opens) are never
+served: ``data check`` reports them, runs leave them out before training (docs/untrusted-data.md).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -45,6 +49,9 @@ class Store:
     index: pd.DataFrame
     meta: dict[str, Any]
     root: Path
+    # rows the store refuses to serve, {row: why} (a packed index's invalid rows): `data check`
+    # reports them, a run leaves them out before training (or stops, with --strict)
+    malformed: Mapping[int, str] = MappingProxyType({})
 
     def __len__(self) -> int:
         return len(self.index)
@@ -93,10 +100,50 @@ class Store:
         }
 
 
-def _read_labels(df: pd.DataFrame) -> pd.DataFrame:
+_INTEGER = r"\s*[+-]?[0-9]{1,18}\s*"  # ASCII digits, at most 18: fits int64 without overflow
+
+
+def _validated_index(index: pd.DataFrame, frames_shape: tuple[int, ...], path: Path):
+    """A packed store's index with typed columns, and its malformed rows ``{row: why}``.
+
+    Every row is checked against the frame array: ``offset`` and ``length`` integers with
+    ``offset >= 0``, ``length >= 1`` and ``offset + length`` within ``frames.npy``; ``height`` and
+    ``width`` equal to the array's; labels not empty. A malformed row stays in the table (so that
+    ``data check`` can report it) but is never served: its offset and length are set to 0."""
+    total, height, width = frames_shape
+    n = len(index)
+    why: list[list[str]] = [[] for _ in range(n)]
     for col in ("subject", "type", "view"):
-        df[col] = df[col].astype(str)
-    return df
+        index[col] = index[col].astype(str)
+        for i in np.flatnonzero((index[col].str.strip() == "").to_numpy()):
+            why[i].append(f"{col} is empty")
+    values, parsed = {}, {}
+    for col in ("offset", "length", "height", "width"):
+        text = index[col].astype(str)
+        ok = text.str.fullmatch(_INTEGER).to_numpy(bool)
+        values[col], parsed[col] = text.where(ok, "0").str.strip().to_numpy().astype(np.int64), ok
+        for i in np.flatnonzero(~ok):
+            why[i].append(f"{col} is {text.iloc[i]!r}, expected an integer")
+    offset, length = values["offset"], values["length"]
+    for i in np.flatnonzero(parsed["offset"] & (offset < 0)):
+        why[i].append(f"offset {offset[i]} is negative")
+    for i in np.flatnonzero(parsed["length"] & (length < 1)):
+        why[i].append(f"length {length[i]}, expected at least 1 frame")
+    in_range = parsed["offset"] & parsed["length"] & (offset >= 0) & (length >= 1)
+    for i in np.flatnonzero(in_range & (offset + length > total)):
+        why[i].append(f"frames {offset[i]}..{offset[i] + length[i] - 1} lie beyond the {total} frames of "
+                      "frames.npy (truncated file?)")
+    sized = parsed["height"] & parsed["width"]
+    for i in np.flatnonzero(sized & ((values["height"] != height) | (values["width"] != width))):
+        why[i].append(f"frame size {values['height'][i]}x{values['width'][i]} differs from frames.npy's "
+                      f"{height}x{width}")
+    malformed = {i: f"{path.name} line {i + 2} (row {i}): " + "; ".join(w) for i, w in enumerate(why) if w}
+    bad = np.zeros(n, bool)
+    bad[list(malformed)] = True
+    index["offset"] = np.where(bad, 0, offset)
+    index["length"] = np.where(bad, 0, length)
+    index["height"], index["width"] = height, width  # the one size a packed store serves
+    return index, malformed
 
 
 class PackedStore(Store):
@@ -112,14 +159,15 @@ class PackedStore(Store):
         if int(self.meta.get("format_version", 0)) > PACKED_VERSION:
             raise DataError(f"{meta_path}: packed-store version {self.meta['format_version']} is newer than "
                             f"this gaitbench understands ({PACKED_VERSION}); upgrade gaitbench")
+        index_path = self.root / "index.csv"
         try:
-            index = pd.read_csv(self.root / "index.csv", dtype={"subject": str, "type": str, "view": str})
+            # every cell as text: numbers are parsed and checked here, row by row, never coerced
+            index = pd.read_csv(index_path, dtype=str, keep_default_na=False)
         except (OSError, ValueError) as exc:
-            raise DataError(f"{self.root / 'index.csv'}: unreadable index ({exc})") from None
+            raise DataError(f"{index_path}: unreadable index ({exc})") from None
         missing = [c for c in INDEX_COLUMNS if c not in index.columns]
         if missing:
-            raise DataError(f"{self.root / 'index.csv'}: missing columns {missing}; expected {INDEX_COLUMNS}")
-        self.index = _read_labels(index)
+            raise DataError(f"{index_path}: missing columns {missing}; expected {INDEX_COLUMNS}")
         try:
             # allow_pickle=False: a .npy can carry pickled objects; frames never need that.
             self._frames = np.load(self.root / "frames.npy", mmap_mode="r", allow_pickle=False)
@@ -128,20 +176,26 @@ class PackedStore(Store):
         if self._frames.dtype != np.uint8 or self._frames.ndim != 3:
             raise DataError(f"{self.root / 'frames.npy'}: expected uint8 [frames, H, W], "
                             f"found {self._frames.dtype} {self._frames.shape}")
-        end = int((self.index["offset"] + self.index["length"]).max()) if len(self.index) else 0
-        if end > len(self._frames):
-            raise DataError(f"{self.root}: index refers to frame {end} but frames.npy has {len(self._frames)} "
-                            "(truncated file?)")
+        self.index, self.malformed = _validated_index(index, self._frames.shape, index_path)
         # a plain ndarray view of the map: indexing it skips np.memmap's per-call subclass overhead
         self._view = self._frames.view(np.ndarray)
         self._offsets = self.index["offset"].to_numpy(np.int64)
         self._lengths = self.index["length"].to_numpy(np.int64)
+        self._refused = np.zeros(len(self.index), bool)
+        self._refused[list(self.malformed)] = True
+
+    def _refuse(self, i: int) -> None:
+        raise DataError(f"{self.root}: sequence {self.describe_row(i)} is not served: {self.malformed[int(i)]}")
 
     def frames(self, i: int) -> np.ndarray:
+        if self._refused[i]:
+            self._refuse(i)
         o, n = self._offsets[i], self._lengths[i]
         return self._view[o:o + n]
 
     def clip(self, i: int, positions, out: np.ndarray | None = None) -> np.ndarray:
+        if self._refused[i]:
+            self._refuse(i)
         o = int(self._offsets[i])
         if isinstance(positions, slice):  # a contiguous window: one block copy
             src = self._view[o + positions.start:o + positions.stop]
@@ -190,8 +244,13 @@ def open_store(root: str | Path) -> Store:
         raise DataError(f"data root {root} does not exist")
     if not root.is_dir():
         raise DataError(f"data root {root} is not a directory")
+    packed_parts = [name for name in ("index.csv", "frames.npy") if (root / name).is_file()]
     if (root / "meta.json").is_file():
         store: Store = PackedStore(root)
+    elif packed_parts:
+        raise DataError(f"{root} holds {' and '.join(packed_parts)} of a gaitbench packed store but its meta.json is "
+                        "missing (a packed store is meta.json, index.csv and frames.npy): restore it, or pack the "
+                        "dataset again with `gaitbench data pack`")
     elif next(root.glob("*/*/*/*.pkl"), None) is None and next(root.glob("*/*/*/*.png"), None) is not None:
         store = PngTreeStore(root)
     else:

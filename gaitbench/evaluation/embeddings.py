@@ -33,14 +33,39 @@ def read_embeddings(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"embeddings file not found: {path}")
+    _check_is_npz(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {k: npz[k] for k in npz.files}
     except ValueError as exc:
+        if "pickle" not in str(exc):
+            raise DataError(f"{path}: not a readable .npz embeddings file ({exc})") from None
         raise DataError(f"{path}: refusing to load pickled objects from an embeddings file ({exc})") from None
     except Exception as exc:
         raise DataError(f"{path}: not a readable .npz embeddings file ({type(exc).__name__}: {exc})") from None
     return validate_embeddings(data, str(path))
+
+
+def _check_is_npz(path: Path) -> None:
+    """Say what ``path`` is when it is not a zip archive: numpy would try to unpickle it and
+    report any other file as "pickled data"."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise DataError(f"cannot read embeddings file {path}: {exc}") from None
+    if head.startswith(b"PK"):
+        return
+    if head.startswith(b"\x93NUMPY"):
+        what = "a single .npy array"
+    elif head[:1] == b"\x80":
+        what = "a Python pickle (refused: it could run code)"
+    elif not head:
+        what = "an empty file"
+    else:
+        what = "neither a zip archive nor a numpy file"
+    raise DataError(f"{path}: not an .npz embeddings file (a zip of arrays written by gaitbench run / embed): "
+                    f"it is {what}")
 
 
 def validate_embeddings(data: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
@@ -56,6 +81,9 @@ def validate_embeddings(data: dict[str, np.ndarray], source: str) -> dict[str, n
         raise DataError(f"{source}: embeddings must be float [N, C, P] or [N, D], found {emb.dtype} {emb.shape}")
     data["embeddings"] = emb
     for key in LABELS:
+        if data[key].ndim != 1 or data[key].dtype.kind not in "USiu":
+            raise DataError(f"{source}: {key} must be a 1-d array of {len(emb)} labels (strings), found "
+                            f"{data[key].dtype} with shape {data[key].shape}")
         data[key] = data[key].astype(str)
         if len(data[key]) != len(emb):
             raise DataError(f"{source}: {key} has {len(data[key])} entries but there are {len(emb)} embeddings")

@@ -36,15 +36,34 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     payload = load_weights(path, "gaitbench checkpoint")
     if not isinstance(payload, dict) or any(k not in payload for k in REQUIRED):
         raise DataError(f"{path}: expected a gaitbench checkpoint with keys {list(REQUIRED)}")
+    for key, types, what in (("method", str, "a method name"), ("variant", str, "a variant name"),
+                             ("iteration", int, "an iteration count"), ("model", dict, "a state dict"),
+                             ("model_kwargs", (dict, type(None)), "a table of model arguments")):
+        value = payload.get(key)
+        if not isinstance(value, types) or isinstance(value, bool) or (key == "iteration" and value < 0):
+            raise DataError(f"{path}: its {key!r} is {_shown(value)}, expected {what} (a damaged or foreign checkpoint)")
     return payload
 
 
+def _shown(value) -> str:
+    text = repr(value) if isinstance(value, (str, int, float, type(None))) else type(value).__name__
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
 def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``model``; any missing or unexpected key is an error listing them."""
-    result = model.load_state_dict(state, strict=False)
-    problems = []
-    if result.missing_keys:
-        problems.append(f"missing keys {result.missing_keys}")
+    """Load ``state`` into ``model``; any missing or unexpected key, or a tensor of another shape,
+    is an error listing them (torch's own would be a RuntimeError)."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DataError(f"{source}: its 'model' entry is not a state dict (names -> tensors)")
+    own = model.state_dict()
+    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                  for k, v in state.items() if k in own and v.shape != own[k].shape]
+    problems = [f"shape mismatch {mismatched}"] if mismatched else []
+    result = model.load_state_dict({k: v for k, v in state.items() if k not in own or v.shape == own[k].shape},
+                                   strict=False)
+    missing = [k for k in result.missing_keys if not any(m.startswith(f"{k}:") for m in mismatched)]
+    if missing:
+        problems.append(f"missing keys {missing}")
     if result.unexpected_keys:
         problems.append(f"unexpected keys {result.unexpected_keys}")
     if problems:

@@ -6,12 +6,21 @@ A recipe is a TOML file shipped by the method plugin (``recipes/<name>.toml``) o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import apply_overrides, from_mapping, read_toml
 from ..errors import ConfigError
+
+
+def _at_least(where: str, **values) -> None:
+    """``name=(value, least)``: each value a finite number >= least, else a :class:`ConfigError`
+    naming the key (torch would stop with its own error, or train on nonsense)."""
+    for name, (value, least) in values.items():
+        if not math.isfinite(value) or value < least:
+            raise ConfigError(f"{where}.{name}: expected a number >= {least}, got {value}")
 
 
 @dataclass
@@ -43,6 +52,9 @@ class OptimizerConfig:
     nesterov: bool = False
 
     def validate(self, where: str):
+        _at_least(where, lr=(self.lr, 0.0), weight_decay=(self.weight_decay, 0.0), momentum=(self.momentum, 0.0))
+        if self.momentum >= 1:
+            raise ConfigError(f"{where}.momentum: expected a number in [0, 1), got {self.momentum}")
         if self.nesterov and self.name.lower() not in ("sgd", "nesterov", "momentum"):
             raise ConfigError(f"{where}.nesterov: only SGD has Nesterov momentum (optimizer {self.name!r})")
 
@@ -56,11 +68,21 @@ class ScheduleConfig:
     warmup: int = 0  # linear warm-up iterations from warmup_lr to lr
     warmup_lr: float = 0.0
 
+    def validate(self, where: str):
+        _at_least(where, warmup=(self.warmup, 0), warmup_lr=(self.warmup_lr, 0.0))
+        if not self.gamma > 0 or self.gamma == float("inf"):
+            raise ConfigError(f"{where}.gamma: expected a positive number, got {self.gamma}")
+        if any(m < 0 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
+            raise ConfigError(f"{where}.milestones: expected iterations >= 0 in increasing order, got {self.milestones}")
+
 
 @dataclass
 class TripletConfig:
     weight: float = 1.0
     margin: float = 0.2
+
+    def validate(self, where: str):
+        _at_least(where, weight=(self.weight, 0.0), margin=(self.margin, 0.0))
 
 
 @dataclass
@@ -68,6 +90,12 @@ class CrossEntropyConfig:
     weight: float = 0.0  # 0 = not used (methods without a classifier head)
     scale: float = 1.0  # logits are multiplied by this before the softmax
     label_smoothing: float = 0.0
+
+    def validate(self, where: str):
+        _at_least(where, weight=(self.weight, 0.0), label_smoothing=(self.label_smoothing, 0.0))
+        if self.label_smoothing > 1 or not self.scale > 0:
+            raise ConfigError(f"{where}: label_smoothing must lie in [0, 1] and scale be positive, got "
+                              f"{self.label_smoothing} and {self.scale}")
 
 
 @dataclass

@@ -25,6 +25,37 @@ from .recipe import Recipe
 CHECKPOINT_DIR = "checkpoints"
 
 
+OUTPUT_CONTRACT = "a dict with 'embeddings' [N, C, P] (floats) and, optionally, 'logits' [N, classes, P]"
+
+
+def check_model_output(out: Any, batch_size: int, who: str) -> None:
+    """Refuse, in one sentence naming ``who`` (the method and its plugin), a forward output that
+    breaks the contract: :data:`OUTPUT_CONTRACT` with N = ``batch_size``. Run once, at the first
+    forward: a wrong output would otherwise fail deep in the loss or the embedding step."""
+    from ..errors import PluginError
+
+    def shown(x) -> str:
+        if isinstance(x, torch.Tensor):
+            return f"a {x.dtype} tensor of shape {list(x.shape)}"
+        return f"a {type(x).__name__}" + (f" with keys {sorted(map(str, x))}" if isinstance(x, dict) else "")
+
+    problem = None
+    if not isinstance(out, dict):
+        problem = f"returned {shown(out)}"
+    else:
+        emb, logits = out.get("embeddings"), out.get("logits")
+        if not isinstance(emb, torch.Tensor):
+            problem = f"returned {shown(out)}" if emb is None else f"returned 'embeddings' as {shown(emb)}"
+        elif emb.ndim != 3 or emb.shape[0] != batch_size or not emb.is_floating_point():
+            problem = f"returned 'embeddings' as {shown(emb)}"
+        elif logits is not None and (not isinstance(logits, torch.Tensor) or logits.ndim != 3
+                                     or logits.shape[0] != batch_size or not logits.is_floating_point()):
+            problem = f"returned 'logits' as {shown(logits)}"
+    if problem:
+        raise PluginError(f"{who}: the model's forward {problem} for a batch of {batch_size} sequences; expected "
+                          f"{OUTPUT_CONTRACT}, N = {batch_size} (see docs/writing-plugins.md)")
+
+
 class TrainingDiverged(GaitbenchError):
     """The loss became NaN or infinite."""
 
@@ -50,6 +81,7 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe, param_groups=None):
 
     opt = recipe.optimizer
     name = opt.name.lower()
+    _check_optimizer_name(name)
     kwargs: dict[str, Any] = {}
     if name in {"sgd", "momentum", "nesterov"}:
         kwargs["momentum"] = opt.momentum
@@ -59,6 +91,21 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe, param_groups=None):
     target = param_groups if param_groups is not None else model
     return create_optimizer_v2(target, opt=name, lr=opt.lr, weight_decay=opt.weight_decay,
                                filter_bias_and_bn=False, **kwargs)
+
+
+def _check_optimizer_name(name: str) -> None:
+    from timm.optim import list_optimizers
+
+    import difflib
+
+    from ..errors import ConfigError
+
+    known = list_optimizers()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        raise ConfigError(f"optimizer.name: unknown optimizer {name!r}" + (f"; did you mean {', '.join(close)}?" if close
+                          else "") + f" (any of timm's {len(known)} optimizers: adam, adamw, sgd, ...; "
+                          "timm.optim.list_optimizers() lists them)")
 
 
 def build_scheduler(optimizer, recipe: Recipe):
@@ -158,6 +205,19 @@ class Trainer:
         self._first_bad = torch.zeros((), dtype=torch.long, device=self.device)
         self._collapsed_logs = 0
         self._stop_signal: int | None = None
+        self._output_checked = False
+
+    def _model_name(self) -> str:
+        """``method gaitset [quick] (plugin gaitset)``, for messages about the model."""
+        if self.method is None:
+            return f"model {type(self.model).__name__}"
+        plugin = ""
+        if self.plugins is not None:
+            try:
+                plugin = f" (plugin {self.plugins.methods().plugin_of(self.method.name)})"
+            except Exception:  # a message must not fail for want of the plugin's name
+                plugin = ""
+        return f"method {self.method.name} [{self.variant}]{plugin}"
 
     # -- state ------------------------------------------------------------------------------
     def checkpoint_payload(self) -> dict[str, Any]:
@@ -229,6 +289,9 @@ class Trainer:
         index = triplet_index(global_labels, self.device)
         with self._autocast():
             out = self.train_model(sils)
+        if not self._output_checked:
+            check_model_output(out, len(sils), self._model_name())
+            self._output_checked = True
         losses = self.recipe.loss
         # The triplet loss sees the global batch; DDP averages gradients over ranks, so scaling
         # by the world size gives the single-process gradient (as the reference does).
