@@ -128,7 +128,7 @@ def open_store(settings, protocol, dist, say: Say, input_size: tuple[int, int] |
         f"{spec.subjects} subjects, seed {spec.seed}) - not real data; numbers are not comparable with papers")
     if not dist.is_main:  # rank 0 generates, the others wait and open the cache
         dist.barrier()
-    store = ensure_synthetic(spec, progress=settings.progress and dist.is_main)
+    store = ensure_synthetic(spec, progress=settings.progress and dist.is_main, say=say)
     if dist.is_main:
         dist.barrier()
     return store
@@ -319,10 +319,20 @@ def initialise_from(model, path: str, method, model_kwargs: dict, say: Say, appl
 # --------------------------------------------------------------------------- train
 
 
+# what a run writes in its folder: a folder holding any of them holds a run (finished when it has
+# result.json), whether or not its checkpoints are still there
+RUN_FILES = ("result.json", "run_settings.json", "train_log.jsonl", "embeddings.npz", "checkpoints")
+# settings a resumed run must share with the run it continues (the others say how long to train,
+# where, and how to evaluate)
+RESUME_FIXED = ("method", "protocol", "data_root", "partition", "recipe", "overrides", "seed", "deterministic",
+                "checkpoint", "init_from", "synth_subjects")
+
+
 def run_directory(settings, method, protocol, dist) -> Path:
     """The run's folder (``--out``, else ``runs/<method>-<protocol>-<time>``, one name for every
-    process); refuses a folder that already holds a run unless resuming, and records the
-    settings in it."""
+    process); refuses a folder that already holds a run unless resuming (and a resumed run whose
+    settings differ from the saved ones), and a non-empty folder that is not a run, before
+    anything is written; then records the settings in it."""
     from .io import write_json_atomic
 
     if settings.out:
@@ -334,14 +344,50 @@ def run_directory(settings, method, protocol, dist) -> Path:
 
             td.broadcast_object_list(name, src=0)
         out_dir = Path(name[0])
-    existing = sorted((out_dir / "checkpoints").glob("*.pt"))
-    if existing and not settings.resume:
-        raise GaitbenchError(f"{out_dir} already holds a run ({existing[-1].name}); continue it with --resume "
-                             "or choose another --out")
+    check_run_directory(out_dir, settings)
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / "run_settings.json", settings.to_dict())
     return out_dir
+
+
+def check_run_directory(out_dir: Path, settings) -> None:
+    """Refuse ``out_dir`` for ``settings`` (see :func:`run_directory`); changes nothing."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GaitbenchError(f"--out {out_dir} is a file; choose a folder for the run")
+    held = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if not settings.resume:
+        if held:
+            existing = sorted((out_dir / "checkpoints").glob("*.pt"))
+            what = ("a finished run (result.json)" if "result.json" in held
+                    else f"a run ({existing[-1].name})" if existing else f"a run ({', '.join(held)})")
+            raise GaitbenchError(f"{out_dir} already holds {what}; continue it with --resume or choose another "
+                                 "--out (nothing was changed)")
+        if out_dir.is_dir() and any(out_dir.iterdir()):
+            raise GaitbenchError(f"--out {out_dir} holds files that are not a gaitbench run: choose a new or empty "
+                                 "folder (nothing was changed)")
+        return
+    saved_path = out_dir / "run_settings.json"
+    if not saved_path.is_file():
+        return  # the checkpoint's own record is checked before training
+    from .io import read_json
+
+    saved, now = read_json(saved_path, "run's settings file"), settings.to_dict()
+    if not isinstance(saved, dict):
+        raise GaitbenchError(f"{saved_path} is not a run's settings file (expected a JSON object)")
+
+    def same(key):
+        a, b = saved.get(key), now.get(key)
+        if key == "overrides":
+            return list(a or []) == list(b or [])
+        if key in ("data_root", "partition", "checkpoint", "init_from") and a and b:
+            return Path(a).resolve() == Path(b).resolve()
+        return a == b
+
+    differ = [f"{k} {saved.get(k)!r} (now {now.get(k)!r})" for k in RESUME_FIXED if k in saved and not same(k)]
+    if differ:
+        raise GaitbenchError(f"cannot resume {out_dir}: it was started with {'; '.join(differ)}; a resumed run "
+                             "continues with the settings it was started with (nothing was changed)")
 
 
 @dataclass

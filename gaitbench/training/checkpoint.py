@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, WriteError
 from ..io import atomic_write, load_weights, package_version
 
 REQUIRED = ("model", "method", "variant", "iteration")
@@ -27,7 +27,13 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, *, method: str, va
         "gaitbench_version": package_version(),
         **extra,
     }
-    return atomic_write(path, lambda fh: torch.save(payload, fh))
+    try:
+        return atomic_write(path, lambda fh: torch.save(payload, fh))
+    except WriteError as exc:
+        others = sorted((p for p in path.parent.glob("*.pt") if p != path), key=lambda p: p.stat().st_mtime)
+        last = (f"the last good checkpoint is {others[-1]}; continue from it with --resume once there is room"
+                if others else "no earlier checkpoint of this run exists; free some space and start again")
+        raise WriteError(f"{exc}. {last}") from None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
