@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 from .errors import DataError, GaitbenchError, WriteError
 
-__all__ = ["atomic_write", "format_bytes", "json_default", "load_weights", "package_version", "read_json",
+__all__ = ["atomic_write", "available_memory", "format_bytes", "json_default", "load_weights", "package_version", "read_json",
            "remove_stale_temporaries", "reserve", "stale_temporaries", "temporary_name", "write_error",
            "write_json_atomic", "write_text_atomic", "writing"]
 
@@ -53,6 +53,19 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def available_memory() -> int | None:
+    """The host's available memory in bytes (``MemAvailable`` of ``/proc/meminfo``); None where
+    it cannot be read."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _free_space(path: Path) -> int | None:

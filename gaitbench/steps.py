@@ -390,6 +390,77 @@ def check_run_directory(out_dir: Path, settings) -> None:
                              "continues with the settings it was started with (nothing was changed)")
 
 
+def probe_forward(model, frame_shape: tuple[int, int], device: str, frames: int = 8) -> tuple[float, int]:
+    """``(bytes of module outputs per input frame, parts of the embedding)`` from a forward of two
+    clips of ``frames`` frames: what autograd keeps for the backward, at least. Measured in eval
+    mode without gradients and with the random state put back, so that the run is the same with
+    or without it; ``(0, 1)`` when the forward fails (the contract checks report that)."""
+    import torch
+
+    kept: dict[int, int] = {}  # storage -> bytes: an in-place layer's output is counted once
+    alive = []  # held until the end, so that no storage is freed and its address reused
+
+    def hook(module, args, output):
+        for t in (output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list))
+                  else [output]):
+            if isinstance(t, torch.Tensor):
+                alive.append(t)
+                storage = t.untyped_storage()
+                kept[storage.data_ptr()] = storage.nbytes()
+
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    was_training = model.training
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            model.eval()
+            out = model(torch.zeros(2, frames, *frame_shape, device=device))
+        emb = out.get("embeddings") if isinstance(out, dict) else None
+        parts = int(emb.shape[-1]) if isinstance(emb, torch.Tensor) and emb.ndim == 3 else 1
+    except Exception:  # the model's own contract checks report a broken forward; no estimate here
+        return 0.0, 1
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return sum(kept.values()) / (2 * frames), parts
+
+
+def guard_batch_memory(sampler_cfg, model, store, rows, device: str, world_size: int = 1) -> None:
+    """Refuse a training batch that cannot fit in memory (see
+    :func:`gaitbench.data.sampling.check_batch_memory`) before any batch is drawn."""
+    import numpy as np
+
+    from .data.sampling import check_batch_memory
+    from .data.store import cut_sides
+
+    if not len(rows):
+        return
+    row = store.index.iloc[int(rows[0])]
+    height, width = int(row.get("height", -1)), int(row.get("width", -1))
+    if height <= 0 or width <= 0:  # a pkl tree: known once read
+        try:
+            height, width = store.frames(int(rows[0])).shape[1:]
+        except (DataError, ValueError):
+            return  # the sampler reports what it cannot read
+    frame_shape = cut_sides(np.zeros((1, height, width), np.uint8)).shape[1:]
+    per_frame, parts = probe_forward(model, frame_shape, device)
+    check_batch_memory(sampler_cfg.P, sampler_cfg.K, sampler_cfg.frames, frame_shape,
+                       activation_bytes_per_frame=per_frame, parts=parts, available=available_memory(device),
+                       device=device, world_size=world_size)
+
+
+def available_memory(device: str) -> int | None:
+    """Free memory of ``device``: the GPU's free memory, or the host's available memory."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    from .io import available_memory as host_memory
+
+    return host_memory()
+
+
 @dataclass
 class Training:
     """What training left: the trainer (step, precision), the logged history, the final
