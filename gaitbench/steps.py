@@ -323,9 +323,9 @@ def initialise_from(model, path: str, method, model_kwargs: dict, say: Say, appl
 # result.json), whether or not its checkpoints are still there
 RUN_FILES = ("result.json", "run_settings.json", "train_log.jsonl", "embeddings.npz", "checkpoints")
 # settings a resumed run must share with the run it continues (the others say how long to train,
-# where, and how to evaluate)
-RESUME_FIXED = ("method", "protocol", "data_root", "partition", "recipe", "overrides", "seed", "deterministic",
-                "checkpoint", "init_from", "synth_subjects")
+# where and how to evaluate; the recipe is compared with the checkpoint's own before training)
+RESUME_FIXED = ("method", "protocol", "data_root", "partition", "seed", "deterministic", "checkpoint", "init_from",
+                "synth_subjects")
 
 
 def run_directory(settings, method, protocol, dist) -> Path:
@@ -347,7 +347,8 @@ def run_directory(settings, method, protocol, dist) -> Path:
     check_run_directory(out_dir, settings)
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out_dir / "run_settings.json", settings.to_dict())
+        if not settings.resume:  # a resumed run records them once its checkpoint is accepted (train)
+            write_json_atomic(out_dir / "run_settings.json", settings.to_dict())
     return out_dir
 
 
@@ -378,8 +379,6 @@ def check_run_directory(out_dir: Path, settings) -> None:
 
     def same(key):
         a, b = saved.get(key), now.get(key)
-        if key == "overrides":
-            return list(a or []) == list(b or [])
         if key in ("data_root", "partition", "checkpoint", "init_from") and a and b:
             return Path(a).resolve() == Path(b).resolve()
         return a == b
@@ -500,6 +499,10 @@ def train(settings, plan: Plan, store, selection: Selection, built: BuiltModel, 
         check_resumable(payload, method=plan.method.name, variant=plan.variant, fingerprint=store.fingerprint,
                         recipe=plan.recipe, source=str(path))
         trainer.restore(payload, str(path))
+        if dist.is_main:
+            from .io import write_json_atomic
+
+            write_json_atomic(out_dir / "run_settings.json", settings.to_dict())
         resumed_from = {"checkpoint": str(path), "iteration": trainer.step}
         say(f"resuming from {path} (iteration {trainer.step})")
     started = time.perf_counter()
