@@ -391,9 +391,10 @@ def check_run_directory(out_dir: Path, settings) -> None:
 
 def probe_forward(model, frame_shape: tuple[int, int], device: str, frames: int = 8) -> tuple[float, int]:
     """``(bytes of module outputs per input frame, parts of the embedding)`` from a forward of two
-    clips of ``frames`` frames: what autograd keeps for the backward, at least. Measured in eval
-    mode without gradients and with the random state put back, so that the run is the same with
-    or without it; ``(0, 1)`` when the forward fails (the contract checks report that)."""
+    clips of ``frames`` frames: what autograd keeps for the backward, at least. Measured on a copy
+    of the model, in eval mode, without gradients and with the random state put back, so that the
+    run is the same with or without it; ``(0, 1)`` when the forward fails (the contract checks
+    report that)."""
     import torch
 
     kept: dict[int, int] = {}  # storage -> bytes: an in-place layer's output is counted once
@@ -407,9 +408,11 @@ def probe_forward(model, frame_shape: tuple[int, int], device: str, frames: int 
                 storage = t.untyped_storage()
                 kept[storage.data_ptr()] = storage.nbytes()
 
+    import copy
+
+    model = copy.deepcopy(model)  # the run's model is not called: its state stays exactly as built
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
-    was_training = model.training
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             model.eval()
@@ -421,7 +424,6 @@ def probe_forward(model, frame_shape: tuple[int, int], device: str, frames: int 
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     return sum(kept.values()) / (2 * frames), parts
 
 

@@ -73,10 +73,10 @@ def test_a_refused_resume_changes_nothing(data, finished_run, tmp_path, change, 
     shutil.copytree(finished_run, run)
     before = tree_hashes(run)
     args = _run_args(store, partition, run)
-    if change[0] == "--set":
-        args += list(change)
-    else:
+    if change[0] in args and change[0] != "--set":
         args[args.index(change[0]) + 1] = change[1]
+    else:
+        args += list(change)
     one_clear_line(cli(*args, "--resume"), "cannot resume", words)
     assert tree_hashes(run) == before  # run_settings.json and the train log included
     saved = json.loads((run / "run_settings.json").read_text())
