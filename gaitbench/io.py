@@ -29,9 +29,9 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 from .errors import DataError, GaitbenchError, WriteError
 
-__all__ = ["atomic_write", "available_memory", "format_bytes", "json_default", "load_weights", "package_version", "read_json",
-           "remove_stale_temporaries", "reserve", "stale_temporaries", "temporary_name", "write_error",
-           "write_json_atomic", "write_text_atomic", "writing"]
+__all__ = ["atomic_write", "available_memory", "format_bytes", "is_disk_error", "json_default", "load_weights",
+           "package_version", "read_json", "remove_stale_temporaries", "reserve", "stale_temporaries",
+           "temporary_name", "temporary_pid", "write_error", "write_json_atomic", "write_text_atomic", "writing"]
 
 TEMP_MARK = ".tmp-"
 _TEMP_NAME = re.compile(r"^\..+" + re.escape(TEMP_MARK) + r"(\d+)$")
@@ -239,7 +239,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
             tmp.unlink(missing_ok=True)
         disk = exc if is_disk_error(exc) else (counted.error if counted is not None else None)
         if disk is not None and is_disk_error(disk):
-            raise write_error(path, disk, written=max(counted.written, counted.attempted) if counted is not None else None) from None
+            written = max(counted.written, counted.attempted) if counted is not None else None
+            raise write_error(path, disk, written=written) from None
         raise
     return path
 
