@@ -508,8 +508,12 @@ def train(settings, plan: Plan, store, selection: Selection, built: BuiltModel, 
         resumed_from = {"checkpoint": str(path), "iteration": trainer.step}
         say(f"resuming from {path} (iteration {trainer.step})")
     started = time.perf_counter()
+    from .io import writing
+
     try:
-        history = trainer.train(plan.iterations)
+        # the training log is appended line by line: a disk that refuses it is one line too
+        with writing(out_dir / "train_log.jsonl", what="training log"):
+            history = trainer.train(plan.iterations)
     finally:
         sampler.close()
     seconds = round(time.perf_counter() - started, 3)
