@@ -81,3 +81,38 @@ def test_a_killed_data_synth_leaves_nothing_after_the_next_start(tmp_path):
     assert result.exit_code == 0, result.output
     assert not temporaries(tmp_path) and sorted(p.name for p in tmp_path.iterdir()) == ["s"]
     assert os.path.getsize(out / "frames.npy") > 0
+
+
+# a pretreatment killed (SIGKILL) once two sequences are done
+KILLED_PRETREAT = ("import os, signal, sys\n"
+                   "from gaitbench.data import pretreat as pt\n"
+                   "real = pt._run_jobs\n"
+                   "def jobs(todo, workers):\n"
+                   "    for i, rec in enumerate(real(todo, workers)):\n"
+                   "        if i == 2:\n"
+                   "            os.kill(os.getpid(), signal.SIGKILL)\n"
+                   "        yield rec\n"
+                   "pt._run_jobs = jobs\n"
+                   "pt.pretreat_tree(sys.argv[1], sys.argv[2], 'casiab', workers=1, progress=False)\n")
+
+
+def test_a_killed_pretreatment_keeps_the_log_of_what_it_finished(tmp_path):
+    import json
+
+    from .test_pretreat import write_raw_casiab
+
+    src, dest = tmp_path / "raw", tmp_path / "pkl"
+    write_raw_casiab(src)
+    proc = subprocess.run([sys.executable, "-c", KILLED_PRETREAT, str(src), str(dest)], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    done = sorted(p.parent.relative_to(dest).as_posix() for p in dest.rglob("*.pkl"))
+    assert done == ["001/nm-01/000", "001/nm-01/090"]
+    logged = [json.loads(line) for line in (dest / "pretreat_log.jsonl").read_text().splitlines()]
+    assert [f"{r['subject']}/{r['type']}/{r['view']}" for r in logged] == done
+    result = cli("data", "pretreat", str(src), str(dest), "--dataset", "casiab", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    final = {f"{r['subject']}/{r['type']}/{r['view']}": r
+             for r in map(json.loads, (dest / "pretreat_log.jsonl").read_text().splitlines())}
+    assert len(final) == 4
+    for key in done:  # the resumed log still has what the killed run measured
+        assert final[key]["status"] == "skipped-existing" and final[key]["frames_in"] == 6, final[key]
