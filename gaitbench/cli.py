@@ -568,7 +568,10 @@ def data():
 @click.option("--pkl-tree", type=click.Path(), default=None,
               help="Also write the dataset as an OpenGait pkl tree here (64x64 frames, as OpenGait's own).")
 @click.option("--workers", type=int, default=None, help="Processes (default: all cores).")
-def data_synth(layout, out, subjects, frames, full, height, distractors, test_subjects, seed, pkl_tree, workers):
+@click.option("--force", is_flag=True, help="Replace an earlier synthetic dataset in --out (once the new one is "
+                                            "complete); a folder holding anything else is never touched.")
+def data_synth(layout, out, subjects, frames, full, height, distractors, test_subjects, seed, pkl_tree, workers,
+               force):
     """Render a synthetic dataset of LAYOUT into a packed store."""
     from dataclasses import replace
 
@@ -583,7 +586,7 @@ def data_synth(layout, out, subjects, frames, full, height, distractors, test_su
         spec = replace(spec, frames=80, frame_step=1.0)
     if frames:
         spec = replace(spec, frames=frames)
-    store = generate(spec, out, workers=workers)
+    store = generate(spec, out, workers=workers, force=force)
     size = (store.root / "frames.npy").stat().st_size / 2**20
     click.echo(f"wrote {len(store)} SYNTHETIC {layout} sequences ({store.index['length'].sum()} frames, "
                f"{size:.0f} MiB) to {out}")
@@ -620,11 +623,13 @@ def data_pretreat(src, dest, dataset, img_size, workers, strict):
 @click.argument("src", type=click.Path())
 @click.argument("dest", type=click.Path())
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable sequence instead of skipping it.")
-def data_pack(src, dest, strict):
+@click.option("--force", is_flag=True, help="Replace an earlier packed store in DEST (once the new one is complete); "
+                                            "a folder holding anything else is never touched.")
+def data_pack(src, dest, strict, force):
     """Pack any readable dataset (pkl tree, PNG tree, packed store) into one memory-mapped store."""
     from .data.pack import pack_store
 
-    summary = pack_store(src, dest, strict=strict)
+    summary = pack_store(src, dest, strict=strict, force=force)
     click.echo(f"packed {summary.sequences} sequences ({summary.frames} frames) into {dest}")
     if summary.skipped:
         click.echo(f"WARNING: {len(summary.skipped)} unreadable sequences left out, e.g. "
@@ -656,6 +661,28 @@ def data_check(root, protocol, partition, json_out, quick):
         write_json_atomic(json_out, {**asdict(report), "ok": report.ok})
     if not report.ok:
         sys.exit(1)
+
+
+@data.command("clean-cache")
+@click.option("--dry-run", is_flag=True, help="List what would be removed, remove nothing.")
+def data_clean_cache(dry_run):
+    """Remove the temporaries that killed writers left in the cache (a synthetic dataset whose
+    generation was interrupted); those of a process that still runs are kept."""
+    from .data.synthetic import cache_dir
+    from .io import remove_stale_temporaries, stale_temporaries
+
+    root = cache_dir()
+    folders = [root, *sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))] \
+        if root.is_dir() else []
+    total = 0
+    for folder in folders:
+        found = ([(p, None) for p in stale_temporaries(folder)] if dry_run else remove_stale_temporaries(folder))
+        for path, size in found:
+            total += size or 0
+            click.echo(f"{'would remove' if dry_run else 'removed'} {path}"
+                       + (f" ({size / 2**20:.1f} MiB)" if size is not None else ""))
+    if not dry_run:
+        click.echo(f"freed {total / 2**20:.1f} MiB in {root}")
 
 
 def _wants_determinism(argv: list[str]) -> bool:

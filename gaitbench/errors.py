@@ -31,3 +31,8 @@ def did_you_mean(name: str, choices: Iterable[str], what: str) -> str:
         msg += f"; did you mean {close[0]!r}?"
     msg += f" Available: {', '.join(choices) if choices else '(none)'}"
     return msg
+
+
+class WriteError(GaitbenchError):
+    """The disk refused a write (full, over quota, read-only, not permitted); nothing half-written
+    is left under a real name."""

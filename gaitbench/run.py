@@ -85,9 +85,11 @@ def _execute(settings: RunSettings, plugins, echo: Callable[[str], None]):
     store = steps.open_data(settings, plan, dist, say)
     selection = steps.select(store, plan.protocol, settings.partition, settings.truth)
     timings: dict[str, Any] = {"data_s": round(time.perf_counter() - t, 3)}
-    out_dir = steps.run_directory(settings, plan.method, selection.protocol, dist)
     seed_everything(settings.seed, settings.deterministic)
     built = steps.build_model(settings, plan, store, selection, device, say)
+    if plan.iterations > 0:  # a batch that cannot fit is refused before anything is written
+        steps.guard_batch_memory(plan.recipe.sampler, built.model, store, selection.train_rows, device, dist.world_size)
+    out_dir = steps.run_directory(settings, plan.method, selection.protocol, dist)
     say(steps.describe_run(plan, selection, built, device, dist))
     training = steps.train(settings, plan, store, selection, built, device=device, dist=dist, out_dir=out_dir,
                            plugins=plugins, say=say)

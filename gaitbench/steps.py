@@ -143,7 +143,7 @@ def open_store(settings, protocol, dist, say: Say, input_size: tuple[int, int] |
         f"{spec.subjects} subjects, seed {spec.seed}) - not real data; numbers are not comparable with papers")
     if not dist.is_main:  # rank 0 generates, the others wait and open the cache
         dist.barrier()
-    store = ensure_synthetic(spec, progress=settings.progress and dist.is_main)
+    store = ensure_synthetic(spec, progress=settings.progress and dist.is_main, say=say)
     if dist.is_main:
         dist.barrier()
     return store
@@ -336,10 +336,20 @@ def initialise_from(model, path: str, method, model_kwargs: dict, say: Say, appl
 # --------------------------------------------------------------------------- train
 
 
+# what a run writes in its folder: a folder holding any of them holds a run (finished when it has
+# result.json), whether or not its checkpoints are still there
+RUN_FILES = ("result.json", "run_settings.json", "train_log.jsonl", "embeddings.npz", "checkpoints")
+# settings a resumed run must share with the run it continues (the others say how long to train,
+# where and how to evaluate; the recipe is compared with the checkpoint's own before training)
+RESUME_FIXED = ("method", "protocol", "data_root", "partition", "seed", "deterministic", "checkpoint", "init_from",
+                "synth_subjects")
+
+
 def run_directory(settings, method, protocol, dist) -> Path:
     """The run's folder (``--out``, else ``runs/<method>-<protocol>-<time>``, one name for every
-    process); refuses a folder that already holds a run unless resuming, and records the
-    settings in it."""
+    process); refuses a folder that already holds a run unless resuming (and a resumed run whose
+    settings differ from the saved ones), and a non-empty folder that is not a run, before
+    anything is written; then records the settings in it."""
     from .io import write_json_atomic
 
     if settings.out:
@@ -351,14 +361,122 @@ def run_directory(settings, method, protocol, dist) -> Path:
 
             td.broadcast_object_list(name, src=0)
         out_dir = Path(name[0])
-    existing = sorted((out_dir / "checkpoints").glob("*.pt"))
-    if existing and not settings.resume:
-        raise GaitbenchError(f"{out_dir} already holds a run ({existing[-1].name}); continue it with --resume "
-                             "or choose another --out")
+    check_run_directory(out_dir, settings)
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out_dir / "run_settings.json", settings.to_dict())
+        if not settings.resume:  # a resumed run records them once its checkpoint is accepted (train)
+            write_json_atomic(out_dir / "run_settings.json", settings.to_dict())
     return out_dir
+
+
+def check_run_directory(out_dir: Path, settings) -> None:
+    """Refuse ``out_dir`` for ``settings`` (see :func:`run_directory`); changes nothing."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GaitbenchError(f"--out {out_dir} is a file; choose a folder for the run")
+    held = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if not settings.resume:
+        if held:
+            existing = sorted((out_dir / "checkpoints").glob("*.pt"))
+            what = ("a finished run (result.json)" if "result.json" in held
+                    else f"a run ({existing[-1].name})" if existing else f"a run ({', '.join(held)})")
+            raise GaitbenchError(f"{out_dir} already holds {what}; continue it with --resume or choose another "
+                                 "--out (nothing was changed)")
+        if out_dir.is_dir() and any(out_dir.iterdir()):
+            raise GaitbenchError(f"--out {out_dir} holds files that are not a gaitbench run: choose a new or empty "
+                                 "folder (nothing was changed)")
+        return
+    saved_path = out_dir / "run_settings.json"
+    if not saved_path.is_file():
+        return  # the checkpoint's own record is checked before training
+    from .io import read_json
+
+    saved, now = read_json(saved_path, "run's settings file"), settings.to_dict()
+    if not isinstance(saved, dict):
+        raise GaitbenchError(f"{saved_path} is not a run's settings file (expected a JSON object)")
+
+    def same(key):
+        a, b = saved.get(key), now.get(key)
+        if key in ("data_root", "partition", "checkpoint", "init_from") and a and b:
+            return Path(a).resolve() == Path(b).resolve()
+        return a == b
+
+    differ = [f"{k} {saved.get(k)!r} (now {now.get(k)!r})" for k in RESUME_FIXED if k in saved and not same(k)]
+    if differ:
+        raise GaitbenchError(f"cannot resume {out_dir}: it was started with {'; '.join(differ)}; a resumed run "
+                             "continues with the settings it was started with (nothing was changed)")
+
+
+def probe_forward(model, frame_shape: tuple[int, int], device: str, frames: int = 8) -> tuple[float, int]:
+    """``(bytes of module outputs per input frame, parts of the embedding)`` from a forward of two
+    clips of ``frames`` frames: what autograd keeps for the backward, at least. Measured on a copy
+    of the model, in eval mode, without gradients and with the random state put back, so that the
+    run is the same with or without it; ``(0, 1)`` when the forward fails (the contract checks
+    report that)."""
+    import torch
+
+    kept: dict[int, int] = {}  # storage -> bytes: an in-place layer's output is counted once
+    alive = []  # held until the end, so that no storage is freed and its address reused
+
+    def hook(module, args, output):
+        for t in (output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list))
+                  else [output]):
+            if isinstance(t, torch.Tensor):
+                alive.append(t)
+                storage = t.untyped_storage()
+                kept[storage.data_ptr()] = storage.nbytes()
+
+    import copy
+
+    model = copy.deepcopy(model)  # the run's model is not called: its state stays exactly as built
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            model.eval()
+            out = model(torch.zeros(2, frames, *frame_shape, device=device))
+        emb = out.get("embeddings") if isinstance(out, dict) else None
+        parts = int(emb.shape[-1]) if isinstance(emb, torch.Tensor) and emb.ndim == 3 else 1
+    except Exception:  # the model's own contract checks report a broken forward; no estimate here
+        return 0.0, 1
+    finally:
+        for h in handles:
+            h.remove()
+    return sum(kept.values()) / (2 * frames), parts
+
+
+def guard_batch_memory(sampler_cfg, model, store, rows, device: str, world_size: int = 1) -> None:
+    """Refuse a training batch that cannot fit in memory (see
+    :func:`gaitbench.data.sampling.check_batch_memory`) before any batch is drawn."""
+    import numpy as np
+
+    from .data.sampling import check_batch_memory
+    from .data.store import cut_sides
+
+    if not len(rows):
+        return
+    row = store.index.iloc[int(rows[0])]
+    height, width = int(row.get("height", -1)), int(row.get("width", -1))
+    if height <= 0 or width <= 0:  # a pkl tree: known once read
+        try:
+            height, width = store.frames(int(rows[0])).shape[1:]
+        except (DataError, ValueError):
+            return  # the sampler reports what it cannot read
+    frame_shape = cut_sides(np.zeros((1, height, width), np.uint8)).shape[1:]
+    per_frame, parts = probe_forward(model, frame_shape, device)
+    check_batch_memory(sampler_cfg.P, sampler_cfg.K, sampler_cfg.frames, frame_shape,
+                       activation_bytes_per_frame=per_frame, parts=parts, available=available_memory(device),
+                       device=device, world_size=world_size)
+
+
+def available_memory(device: str) -> int | None:
+    """Free memory of ``device``: the GPU's free memory, or the host's available memory."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    from .io import available_memory as host_memory
+
+    return host_memory()
 
 
 @dataclass
@@ -405,14 +523,22 @@ def train(settings, plan: Plan, store, selection: Selection, built: BuiltModel, 
         check_resumable(payload, method=plan.method.name, variant=plan.variant, fingerprint=store.fingerprint,
                         recipe=plan.recipe, source=str(path))
         trainer.restore(payload, str(path))
+        if dist.is_main:
+            from .io import write_json_atomic
+
+            write_json_atomic(out_dir / "run_settings.json", settings.to_dict())
         resumed_from = {"checkpoint": str(path), "iteration": trainer.step}
         say(f"resuming from {path} (iteration {trainer.step})")
     if plan.iterations == 0 and trainer.step == 0 and built.initial_weights is None:
         say("WARNING: 0 training iterations and no initial weights (--checkpoint or --init-from): the evaluation "
             "measures a randomly initialised model")
     started = time.perf_counter()
+    from .io import writing
+
     try:
-        history = trainer.train(plan.iterations)
+        # the training log is appended line by line: a disk that refuses it is one line too
+        with writing(out_dir / "train_log.jsonl", what="training log"):
+            history = trainer.train(plan.iterations)
     finally:
         sampler.close()
     seconds = round(time.perf_counter() - started, 3)

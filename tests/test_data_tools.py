@@ -114,7 +114,7 @@ def test_pack_gives_identical_frames_and_skips_the_unreadable(tiny_tree, tmp_pat
     with pytest.raises(DataError, match="009/bg-01/054|010/cl-02/072|008/nm-05/036"):
         pack_store(bad, tmp_path / "packed-strict", strict=True, progress=False)
     assert not (tmp_path / "packed-strict").exists() and not marker.exists()
-    with pytest.raises(DataError, match="not empty"):
+    with pytest.raises(DataError, match="already holds a packed store; pass --force"):
         pack_store(tree, tmp_path / "packed", progress=False)
 
 

@@ -174,7 +174,7 @@ def test_checkpoints_rotate_and_refuse_to_overwrite(small_synth, tmp_path):
     for key in ("model", "optimizer", "scheduler", "sampler", "rng", "iteration", "recipe", "method", "variant",
                 "data_fingerprint", "gaitbench_version"):
         assert key in payload, key
-    with pytest.raises(GaitbenchError, match="already holds a run.*--resume"):
+    with pytest.raises(GaitbenchError, match="already holds a (finished )?run.*--resume"):
         execute(settings(small_synth, out, iterations=7), echo=lambda s: None)
 
 

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .store import INDEX_COLUMNS, PACKED_FORMAT, PACKED_VERSION, building, copy_side_files, open_store
+from .store import (INDEX_COLUMNS, PACKED_FORMAT, PACKED_VERSION, building, check_target, copy_side_files,
+                    create_frames, open_store)
 
 
 @dataclass
@@ -30,20 +31,32 @@ class PackSummary:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
 
+def is_packed_output(path: str | Path) -> bool:
+    """Whether the folder ``path`` is a packed store ``pack_store`` wrote."""
+    try:
+        meta = json.loads((Path(path) / "meta.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == PACKED_FORMAT and "packed_from" in meta
+
+
 def pack_store(src: str | Path, dest: str | Path, *, strict: bool = False, progress: bool = True,
-               chunk_frames: int = 8192) -> PackSummary:
+               chunk_frames: int = 8192, force: bool = False) -> PackSummary:
     """Pack the dataset at ``src`` (packed store, OpenGait pkl tree or pretreated PNG tree) into
-    ``dest``."""
+    ``dest``, which must be new or empty (with ``force``, an earlier packed store there is
+    replaced once the new one is complete)."""
     from ..progress import progress as progress_bar
 
-    store = open_store(src)
     dest = Path(dest)
-    if dest.exists() and any(dest.iterdir()):
-        raise DataError(f"{dest} exists and is not empty: choose a new folder for the packed store")
+    own = is_packed_output(dest)
+    check_target(dest, own, force, "packed store")
+    store = open_store(src)
+    if Path(src).resolve() == dest.resolve():
+        raise DataError(f"{dest} is the store being packed: choose a new folder for the packed store")
     rows, skipped, shape = [], [], None
     digest = hashlib.sha256()
     total = 0
-    with building(dest) as tmp:
+    with building(dest, replace=own and force) as tmp:
         with open(tmp / "frames.raw", "wb") as raw:
             for i in progress_bar(range(len(store)), desc="packing", unit="seq", enabled=progress):
                 label = store.describe_row(i)
@@ -71,7 +84,7 @@ def pack_store(src: str | Path, dest: str | Path, *, strict: bool = False, progr
         if not rows:
             raise DataError(f"no readable sequence in {src}; nothing to pack")
         src_raw = np.memmap(tmp / "frames.raw", dtype=np.uint8, mode="r", shape=(total, *shape))
-        out = np.lib.format.open_memmap(tmp / "frames.npy", mode="w+", dtype=np.uint8, shape=(total, *shape))
+        out = create_frames(tmp / "frames.npy", (total, *shape))
         for a in range(0, total, chunk_frames):
             out[a:a + chunk_frames] = src_raw[a:a + chunk_frames]
         out.flush()

@@ -20,7 +20,6 @@ OpenCV is imported inside the functions that need it, so importing gaitbench sta
 
 from __future__ import annotations
 
-import glob
 import json
 import multiprocessing as mp
 import os
@@ -32,7 +31,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import DataError, did_you_mean
-from ..io import TEMP_MARK, atomic_write
+from ..io import atomic_write, remove_stale_temporaries, writing
 from .layouts import _EXPECTED_LAYOUT, HID_VIEW, RawSequence, _check_dataset, list_sequences
 
 # A frame whose pixel sum is at most this (about 39 pixels at 255) has no usable silhouette.
@@ -191,9 +190,9 @@ def _pretreat_job(job: dict[str, Any]) -> dict[str, Any]:
     if len(frames) == 0:
         record["status"] = "empty"
         return record
-    # Leftovers of an interrupted run (.NAME.tmp-PID) are never output: their names do not end in .pkl.
-    for stale in out.parent.glob(f".{glob.escape(out.name)}{TEMP_MARK}*") if out.parent.is_dir() else []:
-        stale.unlink(missing_ok=True)
+    # Leftovers of an interrupted run (.NAME.tmp-PID) are never output: their names do not end in
+    # .pkl. Those whose writer is gone are removed; a live writer's is left to it.
+    remove_stale_temporaries(out.parent, out.name)
     # Protocol 4: deterministic bytes and readable by every Python 3 that OpenGait supports.
     atomic_write(out, lambda f: pickle.dump(frames, f, protocol=4))
     record["status"] = "written"
@@ -218,6 +217,15 @@ def _previous_log(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
             except (ValueError, KeyError, TypeError):
                 continue  # a damaged line only loses its details
     return previous
+
+
+def _ends_mid_line(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() == 0:
+            return False
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) != b"\n"
 
 
 _CARRIED = ("frames_in", "frames_kept", "dropped", "unreadable", "warning")
@@ -325,9 +333,16 @@ def pretreat_tree(src: str | Path, dest: str | Path, dataset: str, *, img_size: 
     bar = progress_bar(total=len(sequences), initial=len(sequences) - len(jobs), desc=f"pretreating {dataset}",
                        unit="seq", enabled=progress)
     try:
-        for rec in _run_jobs(jobs, workers):
-            records[(rec["subject"], rec["type"], rec["view"])] = rec
-            bar.update(1)
+        # each finished sequence's record is appended at once, so a killed run's log keeps them
+        # (a rerun reads them back for the sequences it skips); rewritten in order at the end
+        with writing(log_path, what="pretreatment log"), open(log_path, "a", encoding="utf-8") as log:
+            if _ends_mid_line(log_path):  # a line cut short by a kill stays on its own line
+                log.write("\n")
+            for rec in _run_jobs(jobs, workers):
+                records[(rec["subject"], rec["type"], rec["view"])] = rec
+                log.write(json.dumps(rec, sort_keys=True) + "\n")
+                log.flush()
+                bar.update(1)
     finally:
         bar.close()
 

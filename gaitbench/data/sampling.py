@@ -318,3 +318,42 @@ def _pack(batch_rows: list[int], seqs: list[np.ndarray]):
     for j, s in enumerate(seqs):
         out[j, :len(s)] = s
     return np.asarray(batch_rows), out, lengths
+
+
+def batch_memory(P: int, K: int, frames: int, frame_shape: tuple[int, int], activation_bytes_per_frame: float = 0,
+                 parts: int = 1, world_size: int = 1) -> dict[str, int]:
+    """What one training step of P x K clips of ``frames`` frames of ``frame_shape`` holds at least,
+    per process: the uint8 batch on the host, its float32 copy on the device, the model's
+    activations (``activation_bytes_per_frame``, measured by a forward of a small batch) and the
+    batch-all triplet loss over ``parts`` parts (three float tensors of parts x B x K x (P-1)K, and
+    its index of the B x B label pairs, built on the host)."""
+    clips = -(-P * K // max(1, world_size))
+    pixels = clips * frames * int(frame_shape[0]) * int(frame_shape[1])
+    batch = P * K  # the loss sees the global batch
+    return {"host_batch": pixels, "device_batch": 4 * pixels,
+            "activations": int(clips * frames * activation_bytes_per_frame),
+            "triplet_loss": 3 * 4 * int(parts) * batch * K * max(1, P - 1) * K,
+            "triplet_index": 17 * batch * batch}
+
+
+def check_batch_memory(P: int, K: int, frames: int, frame_shape: tuple[int, int], *,
+                       activation_bytes_per_frame: float, parts: int = 1, available: int | None, device: str,
+                       world_size: int = 1) -> dict[str, int]:
+    """Refuse, before anything is allocated, a batch (``sampler.P`` x ``sampler.K`` x
+    ``sampler.frames``) whose step would need more memory than ``available`` on ``device`` (on a
+    CPU, host and device memory are one), with the figures named; returns the estimate."""
+    from ..errors import GaitbenchError
+    from ..io import format_bytes
+
+    need = batch_memory(P, K, frames, frame_shape, activation_bytes_per_frame, parts, world_size)
+    on_device = need["device_batch"] + need["activations"] + need["triplet_loss"]
+    on_host = need["host_batch"] + need["triplet_index"]
+    total = on_device + (on_host if str(device).startswith("cpu") else 0)
+    if available is not None and total > available:
+        raise GaitbenchError(
+            f"sampler P x K = {P} x {K} clips of {frames} frames ({frame_shape[0]}x{frame_shape[1]}) would need about "
+            f"{format_bytes(total)} on {device} for one training step (batch {format_bytes(need['device_batch'])}, "
+            f"activations {format_bytes(need['activations'])} estimated from a small forward, triplet loss "
+            f"{format_bytes(need['triplet_loss'])}), more than the {format_bytes(available)} available: lower "
+            "sampler.K or sampler.P (--set sampler.K=...)")
+    return need

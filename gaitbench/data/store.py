@@ -307,6 +307,19 @@ class PngTreeStore(Store):
         return np.stack(out)
 
 
+def create_frames(path: Path, shape: tuple[int, ...]) -> np.memmap:
+    """A new uint8 ``.npy`` frame array of ``shape`` at ``path``, its space allocated on the disk
+    first: frames written later through a memory map cannot run out of room half way (that would
+    kill the process), and a disk too small is refused at once with the size needed."""
+    from ..io import reserve, writing
+
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    size = path.stat().st_size
+    with writing(path, needed=size, what="frame array"), open(path, "r+b") as fh:
+        reserve(fh, size)
+    return arr
+
+
 class PackedWriter:
     """Writes a packed store whose sequence lengths are known in advance; frames may be filled
     in any order (also from several processes, each opening the array with ``open_frames``)."""
@@ -319,9 +332,7 @@ class PackedWriter:
         index["height"], index["width"] = frame_shape
         self.index = index[INDEX_COLUMNS]
         total = int(index["length"].sum())
-        arr = np.lib.format.open_memmap(self.root / "frames.npy", mode="w+", dtype=np.uint8,
-                                        shape=(total, *frame_shape))
-        del arr
+        create_frames(self.root / "frames.npy", (total, *frame_shape))
         self.meta = {"format": PACKED_FORMAT, "format_version": PACKED_VERSION, **meta}
 
     def open_frames(self) -> np.memmap:
@@ -332,23 +343,59 @@ class PackedWriter:
         (self.root / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True), "utf-8")
 
 
-@contextmanager
-def building(dest: str | Path) -> Iterator[Path]:
-    """Write a dataset folder atomically: yields an empty sibling temporary folder to fill; when
-    the block ends without error it replaces ``dest`` (whatever was there), otherwise it is removed,
-    so an interrupted or failed write never leaves a half-written dataset behind."""
+def check_target(dest: str | Path, own: bool | None = None, force: bool = False, what: str = "output") -> None:
+    """Refuse ``dest`` when it is a non-empty folder (or a file), unless it is this writer's own
+    earlier output (``own``) and ``force`` asks to replace it. Called before any work is done."""
     dest = Path(dest)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    if not dest.exists():
+        return
+    if not dest.is_dir():
+        raise DataError(f"{dest} is a file, not a folder: choose a new folder for the {what}")
+    if not any(dest.iterdir()):
+        return
+    if own and force:
+        return
+    if own:
+        raise DataError(f"{dest} already holds a {what}; pass --force to replace it (the new one replaces it only "
+                        "once complete) or choose a new folder")
+    raise DataError(f"{dest} exists and holds files gaitbench did not write: choose a new or empty folder for the "
+                    f"{what} (nothing was changed)")
+
+
+@contextmanager
+def building(dest: str | Path, replace: bool = False) -> Iterator[Path]:
+    """Write a dataset folder atomically: yields an empty sibling temporary folder
+    (``.NAME.tmp-PID``) to fill; when the block ends without error it takes the name ``dest``,
+    otherwise it is removed, so an interrupted or failed write never leaves a half-written
+    dataset behind. ``dest`` must be absent or empty; with ``replace`` a non-empty ``dest`` (the
+    caller has checked it is its own earlier output) is replaced, only once the new one is
+    complete. A full or read-only disk is a one-line :class:`~gaitbench.errors.WriteError`."""
+    from ..io import TEMP_MARK, remove_stale_temporaries, temporary_name, writing
+
+    dest = Path(dest)
+    tmp = temporary_name(dest)
+    with writing(dest, what="dataset folder"):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # leftovers of killed writers of this folder, never a live one's
+        remove_stale_temporaries(dest.parent, dest.name)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
     try:
-        yield tmp
+        with writing(dest, what="dataset folder"):
+            yield tmp
+            if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not replace:
+                raise DataError(f"{dest} was filled by something else while it was written; the new dataset is "
+                                "not moved there")
+            if dest.exists():
+                old = dest.with_name(f".{dest.name}.old{TEMP_MARK}{os.getpid()}")
+                dest.rename(old)
+                tmp.rename(dest)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
 
 
 def copy_side_files(src: str | Path, dest: str | Path) -> None:

@@ -39,11 +39,13 @@ result computed from it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import multiprocessing as mp
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -51,8 +53,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, did_you_mean
-from .store import PARTITION_FILE, PROBE_TRUTH_FILE, PackedStore, PackedWriter, building
+from ..errors import DataError, GaitbenchError, did_you_mean
+from .store import PARTITION_FILE, PROBE_TRUTH_FILE, PackedStore, PackedWriter, building, check_target
 from .walker import CAMERA_ELEVATION_DEG, Occlusion, frame_width, random_stream
 
 
@@ -472,13 +474,29 @@ def _render_walker(args) -> int:
     return len(items)
 
 
-def generate(spec: SynthSpec, out: str | Path, workers: int | None = None, progress: bool = True) -> PackedStore:
+def is_synthetic_output(path: str | Path) -> bool:
+    """Whether the folder ``path`` is a synthetic packed store :func:`generate` wrote."""
+    try:
+        meta = json.loads((Path(path) / "meta.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("synthetic") is True and "generator" in meta
+
+
+def generate(spec: SynthSpec, out: str | Path, workers: int | None = None, progress: bool = True,
+             force: bool = False, cache: bool = False) -> PackedStore:
     """Render ``spec`` into a packed store at ``out`` (written to a temporary folder first, so an
-    interrupted generation never leaves a half-written dataset behind). ``workers``: processes
-    (default one per CPU; 1 renders in this process). Layouts with side files write them next to
-    the store: ``partition.json`` (gait3d), ``probe_truth.csv`` (grew)."""
-    plan = plan_dataset(spec)
+    interrupted generation never leaves a half-written dataset behind). ``out`` must be new or
+    empty; with ``force`` an earlier synthetic store there is replaced once the new one is
+    complete (anything else is never touched). ``workers``: processes (default one per CPU; 1
+    renders in this process). Layouts with side files write them next to the store:
+    ``partition.json`` (gait3d), ``probe_truth.csv`` (grew). ``checksums.json`` records a checksum
+    per block of ``frames.npy`` (see :func:`verify_frames`). ``cache``: ``out`` is gaitbench's own
+    cache entry of ``spec``, replaced whatever it holds."""
     out = Path(out)
+    own = cache or is_synthetic_output(out)
+    check_target(out, own, force or cache, "synthetic dataset")
+    plan = plan_dataset(spec)
     meta = {
         "dataset": spec.layout,
         "synthetic": True,
@@ -493,7 +511,7 @@ def generate(spec: SynthSpec, out: str | Path, workers: int | None = None, progr
     table = plan.table
     from ..progress import progress as progress_bar
 
-    with building(out) as tmp:
+    with building(out, replace=own and (force or cache)) as tmp:
         writer = PackedWriter(tmp, table, (spec.height, frame_width(spec.height)), meta)
         jobs = []
         # one job per walker identity: its body parameters are drawn once per process
@@ -515,24 +533,106 @@ def generate(spec: SynthSpec, out: str | Path, workers: int | None = None, progr
             (tmp / PARTITION_FILE).write_text(json.dumps(plan.partition, indent=2), "utf-8")
         if plan.probe_truth is not None:
             plan.probe_truth.to_csv(tmp / PROBE_TRUTH_FILE, index=False)
+        write_checksums(tmp)
         writer.finish()
     return PackedStore(out)
 
 
+# ----------------------------------------------------------------------------------------------
+# cache integrity
+# ----------------------------------------------------------------------------------------------
+
+CHECKSUM_FILE = "checksums.json"
+CHECKSUM_BLOCK = 4 << 20  # bytes of frames.npy per checksum
+VERIFY_ALL_BELOW = 256 << 20  # smaller arrays are checked whole on reuse; larger ones by a sample
+VERIFY_SAMPLE = 16  # blocks checked of a larger array (with the first and the last)
+
+
+def _block_crcs(path: Path, blocks=None) -> dict[int, int]:
+    import zlib
+
+    out = {}
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        for b in (range(-(-size // CHECKSUM_BLOCK)) if blocks is None else blocks):
+            fh.seek(b * CHECKSUM_BLOCK)
+            out[b] = zlib.crc32(fh.read(CHECKSUM_BLOCK))
+    return out
+
+
+def write_checksums(root: str | Path) -> None:
+    """Record the CRC-32 of every block of ``root/frames.npy`` in ``root/checksums.json``."""
+    from ..io import write_json_atomic
+
+    frames = Path(root) / "frames.npy"
+    crcs = _block_crcs(frames)
+    write_json_atomic(Path(root) / CHECKSUM_FILE, {"file": "frames.npy", "bytes": frames.stat().st_size,
+                                                   "block_bytes": CHECKSUM_BLOCK, "algorithm": "crc32",
+                                                   "blocks": [crcs[b] for b in range(len(crcs))]})
+
+
+def verify_frames(root: str | Path, sample: int | None = VERIFY_SAMPLE, seed: int | None = None) -> str | None:
+    """None when ``root/frames.npy`` matches the checksums recorded at generation, else what is
+    wrong. Arrays under :data:`VERIFY_ALL_BELOW` bytes are checked whole; larger ones in ``sample``
+    blocks drawn at random (with the first and the last), so repeated uses cover the whole array
+    and damage to a sizeable part of it is found at once. ``sample=None`` checks every block."""
+    root = Path(root)
+    frames = root / "frames.npy"
+    try:
+        recorded = json.loads((root / CHECKSUM_FILE).read_text("utf-8"))
+        blocks, block_bytes = [int(c) for c in recorded["blocks"]], int(recorded["block_bytes"])
+        size = int(recorded["bytes"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"its {CHECKSUM_FILE} is missing or unreadable ({type(exc).__name__})"
+    if block_bytes != CHECKSUM_BLOCK:
+        return f"its {CHECKSUM_FILE} uses blocks of {block_bytes} bytes, not {CHECKSUM_BLOCK}"
+    try:
+        actual = frames.stat().st_size
+    except OSError:
+        return "frames.npy is missing"
+    if actual != size or len(blocks) != -(-size // CHECKSUM_BLOCK):
+        return f"frames.npy holds {actual} bytes, {size} were written"
+    if sample is None or size <= VERIFY_ALL_BELOW or len(blocks) <= sample + 2:
+        chosen = range(len(blocks))
+    else:
+        rng = np.random.default_rng(seed)
+        chosen = sorted({0, len(blocks) - 1, *rng.choice(len(blocks), size=sample, replace=False).tolist()})
+    for b, crc in _block_crcs(frames, chosen).items():
+        if crc != blocks[b]:
+            return (f"block {b} of frames.npy (bytes {b * CHECKSUM_BLOCK} to {min(size, (b + 1) * CHECKSUM_BLOCK)}) "
+                    "does not match its checksum recorded at generation")
+    return None
+
+
 def ensure_synthetic(spec: SynthSpec | None = None, root: str | Path | None = None, workers: int | None = None,
-                     progress: bool = True) -> PackedStore:
-    """The cached synthetic dataset of ``spec``, generated first if it is not there yet."""
+                     progress: bool = True, say: Callable[[str], None] | None = None) -> PackedStore:
+    """The cached synthetic dataset of ``spec``, generated first if it is not there yet. A cached
+    set whose frames no longer match the checksums recorded at generation (:func:`verify_frames`)
+    is generated again, with a message through ``say`` (default: standard error). Temporaries of
+    killed generations are removed first (never those of a generation still running)."""
+    from ..io import remove_stale_temporaries
+
     spec = spec or SynthSpec()
     base = Path(root) if root else cache_dir() / "synthetic"
     path = base / spec.dirname()
+    say = say or (lambda line: print(line, file=sys.stderr))
+    for tmp, size in remove_stale_temporaries(base):
+        say(f"removed {tmp.name}, left by a generation that was killed ({size / 2**20:.0f} MiB)")
     if (path / "meta.json").is_file():
         try:
             store = PackedStore(path)
             # a cache written before reduced CASIA-B sets carried their partition is made again
             stale = _casiab_needs_partition(spec) and not (path / PARTITION_FILE).is_file()
             if store.meta.get("fingerprint") == spec.fingerprint() and not stale:
-                return store
-        except DataError:
-            pass  # a damaged cache entry is regenerated
+                if not (path / CHECKSUM_FILE).is_file():  # cached before checksums were recorded
+                    with contextlib.suppress(GaitbenchError):
+                        write_checksums(path)
+                    return store
+                problem = verify_frames(path)
+                if problem is None:
+                    return store
+                say(f"the cached synthetic dataset {path} is damaged: {problem}; generating it again")
+        except DataError as exc:
+            say(f"the cached synthetic dataset {path} is damaged: {exc}; generating it again")
     base.mkdir(parents=True, exist_ok=True)
-    return generate(spec, path, workers=workers, progress=progress)
+    return generate(spec, path, workers=workers, progress=progress, cache=True)

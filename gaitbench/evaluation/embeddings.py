@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from ..io import atomic_write
+from ..io import atomic_write, available_memory, format_bytes
 
 __all__ = ["LABELS", "REQUIRED", "read_embeddings", "validate_embeddings", "write_embeddings"]
 
@@ -27,16 +27,38 @@ LABELS = ("subjects", "types", "views")
 REQUIRED = ("embeddings", *LABELS)
 
 
-def read_embeddings(path: str | Path) -> dict[str, np.ndarray]:
+OPTIONAL = ("probe_set",)
+METADATA_BYTES = 64 << 10  # a metadata scalar larger than this is not metadata, and is not read
+
+
+def read_embeddings(path: str | Path, max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """The arrays of an embeddings file, validated (:func:`validate_embeddings`); pickled objects
-    are refused."""
+    are refused. Only the contract's arrays (:data:`REQUIRED`, :data:`OPTIONAL`) and small scalar
+    metadata are read; every other entry is left compressed. What the file claims is bounded
+    before anything is decompressed: each array's header must agree with its stored size, and
+    all of them together must fit ``max_bytes`` (default: the memory available now)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"embeddings file not found: {path}")
     _check_is_npz(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files}
+            claims = _claims(npz)
+            keys = [k for k, (shape, nbytes, stored) in claims.items()
+                    if k in REQUIRED or k in OPTIONAL or (shape == () and nbytes <= METADATA_BYTES)]
+            for key in keys:
+                shape, nbytes, stored = claims[key]
+                if nbytes > stored:
+                    raise DataError(f"{path}: array {key!r} claims {shape} ({format_bytes(nbytes)}) but its entry holds "
+                                    f"only {format_bytes(stored)}; the file is damaged or forged")
+            total = sum(claims[k][1] for k in keys)
+            budget = available_memory() if max_bytes is None else max_bytes
+            if budget is not None and total > budget:
+                raise DataError(f"{path}: its arrays need {format_bytes(total)} in memory, more than the "
+                                f"{format_bytes(budget)} available; refused before reading")
+            data = {k: npz[k] for k in keys}
+    except DataError:
+        raise
     except ValueError as exc:
         if "pickle" not in str(exc):
             raise DataError(f"{path}: not a readable .npz embeddings file ({exc})") from None
@@ -66,6 +88,29 @@ def _check_is_npz(path: Path) -> None:
         what = "neither a zip archive nor a numpy file"
     raise DataError(f"{path}: not an .npz embeddings file (a zip of arrays written by gaitbench run / embed): "
                     f"it is {what}")
+
+
+def _claims(npz) -> dict[str, tuple[tuple, int, int]]:
+    """``{key: (shape, bytes the array claims, bytes its entry holds uncompressed)}`` from the
+    ``.npy`` headers alone (nothing is decompressed beyond them)."""
+    out = {}
+    names = set(npz.zip.namelist())
+    for key in npz.files:
+        info = npz.zip.getinfo(f"{key}.npy" if f"{key}.npy" in names else key)
+        try:
+            with npz.zip.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        except ValueError as exc:
+            if key in REQUIRED or key in OPTIONAL:
+                raise DataError(f"{npz.zip.filename}: entry {key!r} is not a .npy array ({exc})") from None
+            continue  # not an array, and not ours to read
+        count = int(np.prod(shape, dtype=np.float64)) if shape else 1
+        out[key] = (tuple(shape), count * dtype.itemsize, int(info.file_size))
+    return out
 
 
 def validate_embeddings(data: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, WriteError
 from ..io import atomic_write, load_weights, package_version
 
 REQUIRED = ("model", "method", "variant", "iteration")
@@ -27,7 +27,16 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, *, method: str, va
         "gaitbench_version": package_version(),
         **extra,
     }
-    return atomic_write(path, lambda fh: torch.save(payload, fh))
+    try:
+        return atomic_write(path, lambda fh: torch.save(payload, fh))
+    except WriteError as exc:
+        # the run goes on from the newest whole checkpoint once the disk takes writes again
+        others = sorted((p for p in path.parent.glob("*.pt") if p != path), key=lambda p: p.stat().st_mtime)
+        last = (f"The last good checkpoint is {others[-1]}: continue from it with --resume once the disk takes "
+                "writes again" if others else "No earlier checkpoint of this run exists")
+        err = WriteError(f"{exc}. {last}")
+        err.path, err.errno, err.needed = exc.path, exc.errno, exc.needed
+        raise err from None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import GaitbenchError
+from ..io import write_text_atomic
 from ..nn import host_to_device
 from .checkpoint import load_state_strict, save_checkpoint
 from .distributed import SINGLE, Dist, gather_with_grad
@@ -269,7 +270,7 @@ class Trainer:
             log = self.out_dir / "train_log.jsonl"
             if log.is_file() and self.dist.is_main:  # drop records of steps after the checkpoint
                 kept = [l for l in log.read_text().splitlines() if l and json.loads(l)["step"] <= self.step]
-                log.write_text("".join(l + "\n" for l in kept))
+                write_text_atomic(log, "".join(l + "\n" for l in kept))  # never half a log
 
     # -- one step ---------------------------------------------------------------------------
     def _autocast(self):
