@@ -200,7 +200,8 @@ def _parse_bytes(text: str | None) -> int | None:
 @click.option("--stage", "stage_names", multiple=True, metavar="NAME",
               help="Post-processing stage to apply, in order (see `gaitbench stages`).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="metric=euc|cos|flat_euc, missing_gallery=..., stages.NAME.PARAM=VALUE.")
+              help="metric=euc|cos|flat_euc, missing_gallery=..., verification=true (TAR@FAR, EER, ROC), "
+                   "stages.NAME.PARAM=VALUE.")
 @click.option("--fuse", type=click.Choice(["concat", "mean-distance"]), default=None,
               help="How several --embeddings of the same sequences are combined.")
 @click.option("--pipeline", default=None,
