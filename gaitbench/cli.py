@@ -326,12 +326,20 @@ def protocols():
               help="Also save an accuracy-vs-cost scatter (.png or .svg) of the first table.")
 @click.option("--plot-x", default="params", show_default=True,
               help="Cost column for --plot: params, gflops, train_seq_s or infer_seq_s.")
-def leaderboard(runs, protocol, fmt, published, per_view, out, plot, plot_x):
+@click.option("--reports", is_flag=True,
+              help="Write each run's report.html first (those missing), so the HTML page links every run row.")
+def leaderboard(runs, protocol, fmt, published, per_view, out, plot, plot_x, reports):
     """Build a leaderboard from RUNS (run directories, searched recursively, or result.json files)."""
     from .results.leaderboard import build_tables, load_published, per_view_table, render
-    from .results.record import load_records
+    from .results.record import RunRecord, load_records
 
     records = load_records(runs)
+    if reports:
+        from .results.report import write_report
+
+        for r in records:
+            if isinstance(r, RunRecord) and r.source and not (Path(r.source).parent / "report.html").is_file():
+                click.echo(f"wrote {write_report(Path(r.source))}", err=True)
     pub = load_published() if published else None
     if per_view:
         from tabulate import tabulate
@@ -347,7 +355,7 @@ def leaderboard(runs, protocol, fmt, published, per_view, out, plot, plot_x):
                 "json": lambda: frame.to_json(orient="records", indent=2)}[fmt]() + "\n"
     else:
         tables = build_tables(records, protocol, pub)
-        text = render(tables, fmt)
+        text = render(tables, fmt, page_dir=Path(out).parent if out else None)
         if plot and tables:
             from .results.plots import accuracy_vs_cost
 

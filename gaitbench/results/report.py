@@ -46,6 +46,19 @@ figcaption { color: #555; font-size: 0.9em; }
 details { margin: 0.5em 0 1em; }
 summary { cursor: pointer; color: #333; }
 footer { margin-top: 3em; color: #888; font-size: 0.85em; }
+:root { color-scheme: light dark; }
+@media (prefers-color-scheme: dark) {
+  body { background: #161618; color: #e6e6e8; }
+  h2 { border-bottom-color: #3a3a3e; }
+  .subtitle, figcaption, summary { color: #b0b0b6; }
+  .note { color: #a0a0a6; }
+  th, td { border-color: #3f3f44; }
+  th { background: #26262a; }
+  td.mean, th.mean { background: #1f2a3d; }
+  .banner { background: #3d3000; border-color: #d39e00; color: #ffd966; }
+  figure svg, figure img { background: #fff; }
+  a { color: #8ab4f8; }
+}
 """
 
 
