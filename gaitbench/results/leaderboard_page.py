@@ -24,10 +24,13 @@ from .report import _CSS, _e, _num, _table
 __all__ = ["render_page", "report_path"]
 
 _PAGE_CSS = """
+[hidden] { display: none !important; }
 .filters { display: flex; gap: 1.2em; flex-wrap: wrap; align-items: center; margin: 1em 0; }
 .filters label { color: #555; }
 .legend { color: #555; font-size: 0.9em; }
-table.leaderboard thead th { position: sticky; top: 0; z-index: 1; }
+table.leaderboard thead th { position: sticky; top: 0; z-index: 1; white-space: nowrap; }
+table.leaderboard td { white-space: nowrap; }
+table.leaderboard td.wrap { white-space: normal; min-width: 16em; max-width: 28em; text-align: left; }
 table.leaderboard th.sortable { cursor: pointer; user-select: none; }
 table.leaderboard th.sortable::after { content: " \\2195"; color: #999; font-size: 0.85em; }
 table.leaderboard th[aria-sort="ascending"]::after { content: " \\2191"; color: inherit; }
@@ -189,8 +192,10 @@ def _board(table: Table, index: int, page_dir: Path) -> str:
             cls = []
             if c in _TEXT_COLUMNS:
                 cls.append("key")
+            if c in ("reference", "vs paper"):
+                cls.append("wrap")
             if c == "vs paper" and text.startswith("n/a"):
-                cls = ["na"]
+                cls.append("na")
             if i in best.get(c, ()):
                 cls.append("best")
             shown = _e(text)
