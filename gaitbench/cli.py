@@ -489,11 +489,23 @@ def bench(method, variant, protocol, recipe, device, amp, compile_, channels_las
 @click.argument("run_dir", type=click.Path())
 @click.option("--out", type=click.Path(), default=None, help="HTML file (default RUN_DIR/report.html).")
 @click.option("--png", is_flag=True, help="Embed PNG images instead of SVG.")
-def report(run_dir, out, png):
+@click.option("--ranklists", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Also show the top-K gallery of a few probes (from RUN_DIR/embeddings.npz), hits marked, "
+                   "with silhouettes when the run's dataset is at hand.")
+@click.option("--ranklist-probes", type=click.IntRange(min=1), default=6, show_default=True,
+              help="How many probes --ranklists shows (spread over the probe sets).")
+def report(run_dir, out, png, ranklists, ranklist_probes):
     """Write one self-contained HTML report of a run (tables and plots inline, no network)."""
     from .results.report import write_report
 
-    path = write_report(Path(run_dir), Path(out) if out else None, image_format="png" if png else "svg")
+    protocol = None
+    if ranklists:
+        from .protocols import resolve_protocol
+        from .results.record import read_run
+
+        protocol = resolve_protocol(read_run(Path(run_dir)).protocol, _plugins().protocols())
+    path = write_report(Path(run_dir), Path(out) if out else None, image_format="png" if png else "svg",
+                        ranklists=ranklists or 0, protocol=protocol, probes=ranklist_probes)
     click.echo(f"wrote {path}")
 
 

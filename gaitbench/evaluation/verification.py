@@ -92,7 +92,7 @@ def verify(source, p_idx: np.ndarray, g_idx: np.ndarray, subj_code: np.ndarray, 
     is None)."""
     dev = source.device
     g_subj = torch.from_numpy(subj_code[g_idx]).to(dev)
-    fars = sorted(float(f) for f in fars)
+    fars = sorted((float(f) for f in fars), reverse=True)  # 1e-2, 1e-3, 1e-4: as papers print them
     # pass 1: the genuine distances, and how many impostor pairs there are
     genuine_parts, n_imp = [], 0
     for r0, r1, dist in source.blocks(p_idx, g_idx, 4 + 2, name=f"{name} verification"):
