@@ -216,3 +216,32 @@ def test_set_verification_option():
         split_overrides(["verification=sometimes"])
     with pytest.raises(ConfigError, match="did you mean 'verification'"):
         split_overrides(["verificaton=true"])
+
+
+def test_evaluate_cli_verification_in_table_and_json(tmp_path):
+    from gaitbench.evaluation.embeddings import write_embeddings
+    import pandas as pd
+
+    from .conftest import run_cli
+
+    rng = np.random.default_rng(3)
+    views = [f"{v:03d}" for v in range(0, 181, 18)]
+    labels = pd.DataFrame([(f"{s:03d}", t, v) for s in range(75, 81) for t in ("nm-01", "nm-02", "bg-01", "bg-02",
+                                                                               "cl-01", "cl-02") for v in views],
+                          columns=["subject", "type", "view"])
+    centres = rng.normal(size=(6, 16))
+    codes = labels["subject"].astype(int).to_numpy() - 75
+    emb = (centres[codes] + rng.normal(size=(len(labels), 16))).astype(np.float32)[:, :, None]
+    path = write_embeddings(tmp_path / "emb.npz", emb, labels, protocol="casiab-crossview", synthetic=True)
+    out = tmp_path / "report.json"
+    proc = run_cli("evaluate", "--protocol", "casiab-crossview", "--embeddings", str(path),
+                   "--set", "verification=true", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "verification (%):" in proc.stdout and "TAR@FAR=1e-2" in proc.stdout
+    data = json.loads(out.read_text())
+    assert {"NM/EER", "NM/TAR@FAR=1e-2", "CL/EER"} <= set(data["metrics"])
+    assert data["tables"]["NM"]["verification"]["roc"]["far"][0] == 0.0
+    plain = run_cli("evaluate", "--protocol", "casiab-crossview", "--embeddings", str(path))
+    assert plain.returncode == 0 and "verification" not in plain.stdout
+    bad = run_cli("evaluate", "--protocol", "casiab-crossview", "--embeddings", str(path), "--set", "verification=yes")
+    assert bad.returncode != 0 and "verification takes true or false" in bad.stderr and "Traceback" not in bad.stderr
