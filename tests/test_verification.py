@@ -245,3 +245,27 @@ def test_evaluate_cli_verification_in_table_and_json(tmp_path):
     assert plain.returncode == 0 and "verification" not in plain.stdout
     bad = run_cli("evaluate", "--protocol", "casiab-crossview", "--embeddings", str(path), "--set", "verification=yes")
     assert bad.returncode != 0 and "verification takes true or false" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_identification_cmc_against_the_reference():
+    from gaitbench.evaluation.engine import evaluate
+    from gaitbench.plugins import get_plugins
+    from gaitbench.protocols import resolve_protocol
+
+    proto = resolve_protocol("hid", get_plugins().protocols())
+    emb, subj, typ, view = _labelled_embeddings(4, subjects=10)
+    probes = np.flatnonzero(typ == "cl-02")
+    true = subj[probes].copy()
+    true[:3] = "999"  # three probes whose subject has no gallery: misses at every rank
+    videos = np.array([f"v{i:04d}" for i in range(len(probes))])
+    subj, typ = subj.astype("<U16"), typ.astype("<U16")
+    subj[probes], typ[probes] = "probe", videos
+    report = evaluate(proto, emb, subj, typ, view, truth=dict(zip(videos.tolist(), true.tolist())))
+    gallery = np.flatnonzero(subj != "probe")
+    flat = emb[:, :, 0].astype(np.float64)
+    d = np.sqrt(((flat[probes][:, None] - flat[gallery][None]) ** 2).sum(-1))
+    cmc, _, _, valid = reference_rank_metrics(d, list(true), list(subj[gallery]), max_rank=50)
+    expected = 100 * cmc * valid / len(probes)  # the reference skips probes without gallery; here they miss
+    got = report.tables["probe"]["cmc"]
+    assert got == pytest.approx(list(expected), abs=1e-3)
+    assert got[0] == pytest.approx(report.metrics["rank1"])

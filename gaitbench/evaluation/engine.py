@@ -169,7 +169,23 @@ def _identification(ev, subj, typ, vw, source, truth, truth_source):
                               "probe": table}
     metrics = score(found, truth, truth_source) if truth is not None else {}
     table["values"] = dict(metrics)
+    if truth is not None:
+        table["cmc"] = _identification_cmc(ev, subj, typ, vw, source, truth)
     return metrics, tables, found
+
+
+def _identification_cmc(ev, subj, typ, vw, source, truth) -> list[float]:
+    """The CMC of scored identification probes over the gallery sequences (rank-1 is the
+    predictions' score: the nearest sequence decides, ties to the earliest); a probe whose subject
+    has no gallery sequence is a miss at every rank."""
+    from .identification import split_rows
+    from .retrieval import cmc_curve, score_probes
+
+    p_idx, g_idx, videos = split_rows(ev, subj, typ, vw)
+    labels = subj.astype(object)
+    labels[p_idx] = [truth[v] for v in videos.tolist()]  # score() checked that the truth covers them
+    scores = score_probes(source, p_idx, g_idx, _codes(labels.astype(str)), ranking=False, name="probe")
+    return cmc_curve(scores, 50, "miss", len(g_idx))
 
 
 def _view_matrix(ev, emb, subj, typ, vw, metric, device, source):
