@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import GaitbenchError
+from .leaderboard_page import leading_number as _leading_number
 from .record import BenchRecord, RunRecord, as_record, as_run
 
 FORMATS = ("markdown", "latex", "csv", "html", "json")
@@ -54,16 +55,6 @@ class Table:
 def lower_is_better(metric: str) -> bool:
     """Error rates (EER) improve downwards; ranks, mAP, mINP and TAR upwards."""
     return metric.split("/")[-1].upper().startswith("EER")
-
-
-def _leading_number(cell: Any) -> float | None:
-    """The number a cell starts with (``"90.12 ± 0.40"`` -> 90.12); None for empty cells."""
-    text = str(cell if cell is not None else "").strip().split(" ")[0]
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return None if np.isnan(value) else value
 
 
 def _metric_order(records: list[RunRecord]) -> list[str]:

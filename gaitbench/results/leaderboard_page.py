@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
 
-from .leaderboard import Table, _leading_number
 from .report import _CSS, _e, _num, _table
+
+if TYPE_CHECKING:
+    from .leaderboard import Table
 
 __all__ = ["render_page", "report_path"]
 
@@ -103,6 +105,16 @@ _TEXT_COLUMNS = {"method", "recipe", "source", "stages", "precision", "split", "
                  "vs paper"}
 
 
+def leading_number(cell: Any) -> float | None:
+    """The number a cell starts with (``"90.12 ± 0.40"`` -> 90.12); None for empty cells."""
+    text = str(cell if cell is not None else "").strip().split(" ")[0]
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return None if value != value else value  # NaN: no number
+
+
 def report_path(record) -> Path | None:
     """The ``report.html`` beside a run record's ``result.json``, when it exists."""
     if not getattr(record, "source", ""):
@@ -118,7 +130,7 @@ def _href(path: Path, page_dir: Path) -> str:
 def _sort_value(column: str, value: Any) -> str:
     if column in _TEXT_COLUMNS:
         return str(value)
-    number = _leading_number(str(value).replace(",", ""))
+    number = leading_number(str(value).replace(",", ""))
     return "" if number is None else repr(number)
 
 
