@@ -367,7 +367,10 @@ def leaderboard(runs, protocol, fmt, published, per_view, out, plot, plot_x, rep
             accuracy_vs_cost(frame[frame["source"] == "run"], plot_x, metric, "method", out=plot)
             click.echo(f"wrote {plot}", err=True)
     if out:
-        Path(out).write_text(text, "utf-8")
+        from .io import write_text_atomic
+
+        Path(out).parent.mkdir(parents=True, exist_ok=True)  # --out site/board.html into a new folder
+        write_text_atomic(out, text)
         click.echo(f"wrote {out}")
     else:
         click.echo(text, nl=False)

@@ -191,10 +191,9 @@ def _run_rows(group: list[RunRecord], metrics: list[str], efficiency) -> list[di
 def _frame(rows: list[dict[str, Any]], drop_empty: bool = True) -> pd.DataFrame:
     """The rows as a table without the private ``_`` columns (and without all-empty columns)."""
     frame = pd.DataFrame(rows)
-    frame = frame.drop(columns=[c for c in frame.columns if c.startswith("_")])
+    frame = frame.drop(columns=[c for c in frame.columns if c.startswith("_")]).fillna("")
     if not drop_empty:
         return frame
-    frame = frame.fillna("")
     return frame[[c for c in frame.columns if not (frame[c].astype(str).isin(["", "nan", "None"])).all()]]
 
 

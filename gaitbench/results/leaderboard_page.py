@@ -27,6 +27,7 @@ __all__ = ["render_page", "report_path"]
 
 _PAGE_CSS = """
 [hidden] { display: none !important; }
+body { max-width: 1800px; }  /* leaderboards are wide */
 .filters { display: flex; gap: 1.2em; flex-wrap: wrap; align-items: center; margin: 1em 0; }
 .filters label { color: #555; }
 .legend { color: #555; font-size: 0.9em; }
