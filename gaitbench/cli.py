@@ -237,7 +237,8 @@ def _parse_bytes(text: str | None) -> int | None:
 @click.option("--stage", "stage_names", multiple=True, metavar="NAME",
               help="Post-processing stage to apply, in order (see `gaitbench stages`).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="metric=euc|cos|flat_euc, missing_gallery=..., stages.NAME.PARAM=VALUE.")
+              help="metric=euc|cos|flat_euc, missing_gallery=..., verification=true (TAR@FAR, EER, ROC), "
+                   "stages.NAME.PARAM=VALUE.")
 @click.option("--fuse", type=click.Choice(["concat", "mean-distance"]), default=None,
               help="How several --embeddings of the same sequences are combined.")
 @click.option("--pipeline", default=None,
@@ -385,12 +386,20 @@ def protocols():
               help="Also save an accuracy-vs-cost scatter (.png or .svg) of the first table.")
 @click.option("--plot-x", default="params", show_default=True,
               help="Cost column for --plot: params, gflops, train_seq_s or infer_seq_s.")
-def leaderboard(runs, protocol, fmt, published, per_view, out, plot, plot_x):
+@click.option("--reports", is_flag=True,
+              help="Write each run's report.html first (those missing), so the HTML page links every run row.")
+def leaderboard(runs, protocol, fmt, published, per_view, out, plot, plot_x, reports):
     """Build a leaderboard from RUNS (run directories, searched recursively, or result.json files)."""
     from .results.leaderboard import build_tables, load_published, per_view_table, render
-    from .results.record import load_records
+    from .results.record import RunRecord, load_records
 
     records = load_records(runs)
+    if reports:
+        from .results.report import write_report
+
+        for r in records:
+            if isinstance(r, RunRecord) and r.source and not (Path(r.source).parent / "report.html").is_file():
+                click.echo(f"wrote {write_report(Path(r.source))}", err=True)
     pub = load_published() if published else None
     if per_view:
         from tabulate import tabulate
@@ -406,7 +415,7 @@ def leaderboard(runs, protocol, fmt, published, per_view, out, plot, plot_x):
                 "json": lambda: frame.to_json(orient="records", indent=2)}[fmt]() + "\n"
     else:
         tables = build_tables(records, protocol, pub)
-        text = render(tables, fmt)
+        text = render(tables, fmt, page_dir=Path(out).parent if out else None)
         if plot and tables:
             from .results.plots import accuracy_vs_cost
 
@@ -418,7 +427,10 @@ def leaderboard(runs, protocol, fmt, published, per_view, out, plot, plot_x):
             accuracy_vs_cost(frame[frame["source"] == "run"], plot_x, metric, "method", out=plot)
             click.echo(f"wrote {plot}", err=True)
     if out:
-        Path(out).write_text(text, "utf-8")
+        from .io import write_text_atomic
+
+        Path(out).parent.mkdir(parents=True, exist_ok=True)  # --out site/board.html into a new folder
+        write_text_atomic(out, text)
         click.echo(f"wrote {out}")
     else:
         click.echo(text, nl=False)
@@ -540,11 +552,23 @@ def bench(method, variant, protocol, recipe, device, amp, compile_, channels_las
 @click.argument("run_dir", type=click.Path())
 @click.option("--out", type=click.Path(), default=None, help="HTML file (default RUN_DIR/report.html).")
 @click.option("--png", is_flag=True, help="Embed PNG images instead of SVG.")
-def report(run_dir, out, png):
+@click.option("--ranklists", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Also show the top-K gallery of a few probes (from RUN_DIR/embeddings.npz), hits marked, "
+                   "with silhouettes when the run's dataset is at hand.")
+@click.option("--ranklist-probes", type=click.IntRange(min=1), default=6, show_default=True,
+              help="How many probes --ranklists shows (spread over the probe sets).")
+def report(run_dir, out, png, ranklists, ranklist_probes):
     """Write one self-contained HTML report of a run (tables and plots inline, no network)."""
     from .results.report import write_report
 
-    path = write_report(Path(run_dir), Path(out) if out else None, image_format="png" if png else "svg")
+    protocol = None
+    if ranklists:
+        from .protocols import resolve_protocol
+        from .results.record import read_run
+
+        protocol = resolve_protocol(read_run(Path(run_dir)).protocol, _plugins().protocols())
+    path = write_report(Path(run_dir), Path(out) if out else None, image_format="png" if png else "svg",
+                        ranklists=ranklists or 0, protocol=protocol, probes=ranklist_probes)
     click.echo(f"wrote {path}")
 
 

@@ -725,7 +725,8 @@ def evaluate_test_set(test: Embedded, store, plan: Plan, selection: Selection, *
     labels = store.index.iloc[test.rows]
     report = evaluate(selection.protocol, test.embeddings, labels["subject"], labels["type"], labels["view"],
                       device=device, stages=plan.stages, metric=plan.recipe.eval.metric or None,
-                      truth=selection.truth, truth_source=selection.truth_source)
+                      truth=selection.truth, truth_source=selection.truth_source,
+                      verification=plan.recipe.eval.verification)
     submission = None
     if report.predictions is not None:
         from .evaluation.identification import write_predictions
@@ -850,7 +851,7 @@ def evaluate_saved(protocol, files, eplan, *, partition: str | None = None, trut
         say(f"evaluating {len(data['subjects']):,} sequences on {device}; distance blocks within "
             f"{budget / 2**20:.0f} MB (--max-memory)")
     out.report = evaluate(*args, device=device, stages=eplan.stages, max_bytes=max_bytes, truth=truth_map,
-                          truth_source=str(truth))
+                          truth_source=str(truth), verification=eplan.verification)
     out.report.timings = {"load_s": round(load_s, 4), **out.report.timings}
     if identification and submission:
         from .evaluation.identification import write_predictions

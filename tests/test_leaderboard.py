@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import io
 import json
 
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 
 from gaitbench.errors import GaitbenchError
-from gaitbench.results.leaderboard import build_tables, compare, load_published, per_view_table, render
+from gaitbench.results.leaderboard import build_tables, compare, load_published, per_view_table, published_rows, render
 from gaitbench.results.record import load_records
 
 from .conftest import run_cli
@@ -94,7 +95,8 @@ def test_formats(base_record, tmp_path):
     assert float(single["NM/rank1"]) == pytest.approx(base_record["metrics"]["NM/rank1"], abs=0.005)
     assert set(csv["table"]) == {t.title for t in tables}
     html = render(tables, "html")
-    assert html.count("<table") == 2 and "SYNTHETIC" in html
+    assert html.startswith("<!DOCTYPE html>") and html.count('<table class="leaderboard">') == 2
+    assert html.count('class="banner synthetic-banner"') == 2
     data = json.loads(render(tables, "json"))
     assert len(data) == 2 and data[0]["rows"][0]["method"] == "gaitset [quick]"
     with pytest.raises(GaitbenchError, match="did you mean 'latex'"):
@@ -136,9 +138,12 @@ def test_cli_leaderboard_and_errors(base_record, tmp_path):
         load_records([empty])
 
 
-def _real(record, method, variant, recipe):
-    r = variant_of(record, method=method, variant=variant, recipe=recipe)
+def _real(record, method, variant, recipe, **changes):
+    """A run on the real dataset, on the papers' split, trained for its recipe's whole schedule."""
+    r = variant_of(record, method=method, variant=variant, recipe=recipe, **changes)
     r["dataset"] = {**r["dataset"], "synthetic": False, "fingerprint": "real"}
+    r["split"] = {"train": ["001-074"], "test": ["075-124"], "partition": None}
+    r["iterations"] = r["config"]["train"]["iterations"]
     return r
 
 
@@ -156,25 +161,87 @@ def test_vs_paper_compares_a_run_with_its_own_network_and_recipe(base_record):
     assert runs.loc["gaitset [casiab]", "vs paper"].startswith(f"NM {nm - 95.0:+.1f}")
     assert runs.loc["gaitgl [tpami]", "vs paper"].startswith(f"NM {nm - 98.0:+.1f}")  # TPAMI Table 1, Ours
     assert runs.loc["gaitgl [casiab]", "vs paper"].startswith(f"NM {nm - 97.4:+.1f}")  # the ICCV network
-    assert runs.loc["gaitgl [quick]", "vs paper"] == ""
+    assert runs.loc["gaitgl [quick]", "vs paper"] == "n/a: reduced 'quick' network, not the paper's"
     papers = table.frame[table.frame["source"] == "paper"]
     assert {"gaitgl [tpami]", "gaitgl [casiab]"} <= set(papers["method"])
+    assert table.data == "real"
+
+
+@pytest.mark.parametrize("change,reason", [
+    ({"stages": [{"name": "rerank", "params": {"k1": 20}}]}, "n/a: post-processed"),
+    ({"split": {"train": ["001-050"], "test": ["051-124"], "partition": None}}, "n/a: split train 001-050"),
+    ({"iterations": 600}, "n/a: trained 600 of the recipe's"),
+    ({"recipe": "tpami"}, "n/a: no paper row for gaitset [casiab] with recipe tpami"),
+])
+def test_vs_paper_says_why_it_is_empty(base_record, change, reason):
+    run = _real(base_record, "gaitset", "casiab", "casiab")
+    config = run["config"]
+    run["config"] = {**config, "train": {**config["train"], "iterations": 80_000}}
+    run["iterations"] = 80_000
+    other = copy.deepcopy(run)
+    other.update(copy.deepcopy(change))
+    other["seed"] = 7
+    tables = build_tables([run, other], published=load_published())
+    rows = [r for t in tables for r in t.rows if r["source"] == "run"]
+    why = {r["seeds"]: r["vs paper"] for r in rows}
+    assert why["7"].startswith(reason) and why["0"].startswith("NM ")
 
 
 def test_published_rows_with_sources_beside_runs(base_record):
     published = load_published()
-    (table,) = build_tables([base_record], published=published)
-    frame = table.frame
+    synthetic, papers_only = build_tables([base_record], published=published)
+    # papers' numbers are on the real dataset: never in the synthetic table, but in one of their own
+    assert synthetic.data == "synthetic" and set(synthetic.frame["source"]) == {"run"}
+    assert synthetic.frame.iloc[0]["vs paper"] == "n/a: synthetic data"
+    assert any("'vs paper' is empty for runs on synthetic data" in n for n in synthetic.notes)
+    assert papers_only.data == "published" and papers_only.key["protocol"] == "casiab"
+    frame = papers_only.frame
     papers = frame[frame["source"] == "paper"]
     assert {"gaitset [casiab]", "gaitpart [casiab]", "gaitgl [casiab]", "gaitgl [tpami]"} <= set(papers["method"])
-    assert (papers["reference"].str.len() > 0).all()
+    assert (frame["reference"].str.len() > 0).all()
     gaitset = papers[papers["method"] == "gaitset [casiab]"].iloc[0]
     assert (gaitset["NM/rank1"], gaitset["BG/rank1"], gaitset["CL/rank1"]) == ("95.00", "87.20", "70.40")
     assert "Table 1" in gaitset["reference"] and "; " in gaitset["reference"]  # two papers print it
-    run = frame[frame["source"] == "run"].iloc[0]
-    # a quick network on synthetic data is never put against a paper's number
-    assert "vs paper" not in frame.columns or run["vs paper"] == ""
-    assert any("published numbers on the real dataset" in n for n in table.notes)
+    md = render([synthetic, papers_only], "markdown")
+    assert "n/a: synthetic data" in md and "published numbers (real datasets)" in md
     per_view = per_view_table([base_record], published)
     assert set(per_view["source"]) == {"run", "paper"}
     assert not per_view[per_view["source"] == "paper"]["reference"].eq("").any()
+
+
+# A publication: authors, work, venue and year, and where in it (table, section, abstract); or
+# OpenGait's file at the commit gaitbench cites. Nothing else (no notes outside the repository).
+PUBLICATION = re.compile(r"[A-Z][a-z]+ et al\., [^,;]+, (?:(?:TPAMI|CVPR|ICCV|ECCV|AAAI) \d{4}|HID \d{4} report), "
+                         r"(?:Table \d+|Sec\. [^,;]+|Abstract)")
+OPENGAIT_FILE = re.compile(r"OpenGait model zoo \(docs/1\.model_zoo\.md at commit 0efafd4\)")
+
+
+def test_every_reference_cell_names_a_publication_or_an_opengait_file():
+    published = load_published()
+    cells = []
+    for proto in sorted(set(published["protocol"])):
+        cells += [r["reference"] for r in published_rows(published, proto, None)]
+    cells += list(published["source"].unique())  # the per-view tables cite the CSV's sources as they are
+    assert len(cells) > 20
+    for cell in cells:
+        for source in cell.split("; "):
+            assert PUBLICATION.fullmatch(source) or OPENGAIT_FILE.fullmatch(source), source
+    assert any(OPENGAIT_FILE.fullmatch(c) for c in cells) and any(PUBLICATION.fullmatch(c) for c in cells)
+    for bad in ("via opengait-notes.md 4.1", "(gaitgl-tpami.md)", "Lin et al., GaitGL, TPAMI 2022"):
+        assert not (PUBLICATION.fullmatch(bad) or OPENGAIT_FILE.fullmatch(bad)), bad
+
+
+def test_markdown_and_latex_mark_the_best_run_per_column(base_record):
+    low = variant(base_record, seed=0)
+    high = variant(base_record, seed=1, shift=5.0, recipe="other")
+    (table,) = build_tables([low, high])
+    nm = f"{base_record['metrics']['NM/rank1'] + 5:.2f}"
+    md = render([table], "markdown")
+    assert f"**{nm}**" in md and md.count("**") == 2 * 3 + 2  # three metric columns, and the title
+    latex = render([table], "latex")
+    assert f"\\textbf{{{nm}}}" in latex and latex.count("\\textbf") == 3
+    # an error rate is best when lowest
+    for r in (low, high):
+        r["metrics"]["NM/EER"] = 10.0 if r is low else 20.0
+    (table,) = build_tables([low, high])
+    assert table.best()["NM/EER"] == {list(table.frame["seeds"]).index("0")}

@@ -64,18 +64,23 @@ def _check_inputs(embeddings, subjects, types, views):
 
 def evaluate(protocol, embeddings, subjects, types, views, *, device: str = "cpu", metric: str | None = None,
              stages: Sequence = (), max_bytes: int | None = None, truth: dict[str, str] | None = None,
-             truth_source: str = "the truth file") -> Report:
+             truth_source: str = "the truth file", verification: bool = False) -> Report:
     """Evaluate test-set ``embeddings`` ``[N, C, P]`` (or ``[N, D]``; or a list of such arrays of the
     same sequences, whose distances are averaged) with their labels.
 
     ``stages``: ``[(Stage, params)]`` post-processing applied to each probe-set x gallery problem.
     ``max_bytes``: memory budget of the distance blocks (default 512 MB).
     ``truth``: for identification protocols (HID), the probes' subjects by video id (from a truth
-    file, ``truth_source`` in messages); without it such a protocol predicts but has no metrics."""
+    file, ``truth_source`` in messages); without it such a protocol predicts but has no metrics.
+    ``verification``: also the open-set figures of every probe set (TAR at FAR 1e-2/1e-3/1e-4,
+    EER, ROC; :mod:`gaitbench.evaluation.verification`) over its genuine and impostor pairs."""
     from .source import DistanceSource
 
     sources, (subj, typ, vw) = _check_inputs(embeddings, subjects, types, views)
     ev = protocol.evaluation
+    if verification and ev.kind == "identification":  # refused before any work is done
+        raise DataError(f"verification needs probes with known subjects; the probes of {protocol.describe()} are "
+                        "unlabelled (drop verification=true)")
     metric = metric or ev.metric
     source = DistanceSource(sources, metric, device=device, stages=stages, max_bytes=max_bytes)
     started = time.perf_counter()
@@ -89,6 +94,8 @@ def evaluate(protocol, embeddings, subjects, types, views, *, device: str = "cpu
             metrics, tables, predictions = _identification(ev, subj, typ, vw, source, truth, truth_source)
         else:  # pragma: no cover - protocols are validated on load
             raise DataError(f"protocol {protocol.describe()}: unsupported evaluation kind {ev.kind!r}")
+        if verification:
+            _verification(protocol, subj, typ, vw, source, metrics, tables)
     except ValueError as exc:
         raise DataError(f"cannot evaluate under protocol {protocol.describe()}: {exc}") from None
     total = time.perf_counter() - started
@@ -99,6 +106,55 @@ def evaluate(protocol, embeddings, subjects, types, views, *, device: str = "cpu
         tables.setdefault("settings", {})["metric"] = metric
     return Report(protocol.name, protocol.version, metrics, tables, timings, stages=source.records,
                   num_sequences=len(subj), predictions=predictions)
+
+
+def _verification(protocol, subj, typ, vw, source, metrics: dict, tables: dict) -> None:
+    """Add each probe set's verification figures to ``metrics`` (``<set>/TAR@FAR=1e-2``, ``<set>/EER``)
+    and ``tables[<set>]["verification"]``. The pairs are the protocol's probe x gallery pairs: the
+    single-view-gallery protocols pair each probe with the gallery at every view (the identical view
+    left out when the protocol leaves it out), the cross-view gallery leaves out the probe's own
+    subject at its own view."""
+    import torch
+
+    from .verification import verify
+
+    ev = protocol.evaluation
+    subj_code, view_code = _codes(subj), _codes(vw)
+    if ev.kind == "view_matrix":
+        views_ok = np.isin(vw, ev.views)
+        gm = np.isin(typ, ev.gallery_types) & views_ok
+        sets = {name: np.isin(typ, types) & views_ok for name, types in ev.probe_sets.items()}
+        same_view = ev.exclude_identical_view
+        same_subject_only = False
+    else:
+        sets, gm = _retrieval_sets(protocol, subj, typ, vw)
+        same_view = ev.exclude == "same_subject_same_view"
+        same_subject_only = True
+    g_idx = np.flatnonzero(gm)
+    dev = source.device
+    g_view = torch.from_numpy(view_code[g_idx]).to(dev)
+    g_subj = torch.from_numpy(subj_code[g_idx]).to(dev)
+
+    def excluded(p_rows, g_rows):
+        if not same_view:
+            return None
+        pv = torch.from_numpy(view_code[p_rows]).to(dev)
+        out = g_view[None, :] == pv[:, None]
+        if same_subject_only:
+            out &= g_subj[None, :] == torch.from_numpy(subj_code[p_rows]).to(dev)[:, None]
+        return out
+
+    tables.setdefault("settings", {})["verification"] = {
+        "pairs": "probe x gallery" + (" (same subject at the same view excluded)" if same_view and same_subject_only
+                                      else " (identical view excluded)" if same_view else ""),
+        "accept": "distance <= threshold", "distance": source.metric}
+    for name, pm in sets.items():
+        result = verify(source, np.flatnonzero(pm), g_idx, subj_code, excluded=excluded, name=name)
+        values = result.metrics()
+        table = tables.setdefault(name, {"num_probes": int(pm.sum())})
+        table["verification"] = result.table()
+        for k, x in values.items():
+            metrics[f"{name}/{k}" if ev.prefix_metrics else k] = x
 
 
 def _identification(ev, subj, typ, vw, source, truth, truth_source):
@@ -118,7 +174,22 @@ def _identification(ev, subj, typ, vw, source, truth, truth_source):
         from .intervals import rank1_interval
 
         table["rank1_interval"] = rank1_interval(correct(found, truth)).as_dict()
+        table["cmc"] = _identification_cmc(ev, subj, typ, vw, source, truth)
     return metrics, tables, found
+
+
+def _identification_cmc(ev, subj, typ, vw, source, truth) -> list[float]:
+    """The CMC of scored identification probes over the gallery sequences (rank-1 is the
+    predictions' score: the nearest sequence decides, ties to the earliest); a probe whose subject
+    has no gallery sequence is a miss at every rank."""
+    from .identification import split_rows
+    from .retrieval import cmc_curve, score_probes
+
+    p_idx, g_idx, videos = split_rows(ev, subj, typ, vw)
+    labels = subj.astype(object)
+    labels[p_idx] = [truth[v] for v in videos.tolist()]  # score() checked that the truth covers them
+    scores = score_probes(source, p_idx, g_idx, _codes(labels.astype(str)), ranking=False, name="probe")
+    return cmc_curve(scores, 50, "miss", len(g_idx))
 
 
 def _view_matrix(ev, emb, subj, typ, vw, metric, device, source):
@@ -211,15 +282,19 @@ def _retrieval(protocol, subj, typ, vw, source):
             if extra:
                 tables.setdefault("ignored_views", sorted(set(tables.get("ignored_views", [])) | set(extra)))
             per_view: dict[str, dict[str, float]] = {}
+            cmcs = []
             for v in ev.views:
                 sel = p_views == v
                 sub = ProbeScores(scores.first[sel], scores.ap[sel], scores.inp[sel], scores.positives[sel])
                 vals = summarise(sub, ev.ranks, where=f"probe set {name!r} view {v}", **kw)
+                cmcs.append(cmc_curve(sub, ev.cmc_max_rank, ev.missing_gallery, len(g_idx)))
                 if ev.round_values is not None:
                     vals = {k: round(x, ev.round_values) for k, x in vals.items()}
                 per_view[v] = vals
             values = {k: float(np.mean([per_view[v][k] for v in ev.views])) for k in per_view[ev.views[0]]}
             table["per_probe_view"] = per_view
+            # averaged like the metrics: each view's curve, then the unweighted mean over the views
+            table["cmc"] = [round(float(x), 4) for x in np.mean(np.asarray(cmcs, dtype=float), axis=0)]
         table["values"] = values
         if any(k == 1 for k in ev.ranks):
             table["rank1_interval"] = _retrieval_interval(scores, ev, vw[p_idx])

@@ -2,7 +2,7 @@
 
 ``--stage NAME`` (repeatable, applied in order) picks registered stages; ``--set
 stages.NAME.PARAM=VALUE`` sets their parameters; ``--set metric=cos`` (and the protocol's other
-evaluation options) changes the evaluation. Everything unknown is an error with "did you mean".
+evaluation options) changes the evaluation; ``--set verification=true`` adds the open-set figures. Everything unknown is an error with "did you mean".
 """
 
 from __future__ import annotations
@@ -54,10 +54,16 @@ def split_overrides(overrides: Sequence[str]) -> tuple[dict[str, Any], dict[str,
             if len(parts) != 3 or not all(parts):
                 raise ConfigError(f"--set {item!r}: stage parameters are stages.NAME.PARAM=VALUE")
             stages.setdefault(parts[1], {})[parts[2]] = parse_value(value)
+        elif key == "verification":
+            flag = parse_value(value)
+            if not isinstance(flag, bool):
+                raise ConfigError(f"--set {item!r}: verification takes true or false")
+            evaluation[key] = flag
         elif key in EVALUATION_OPTIONS:
             evaluation[key] = None if value.lower() in ("none", "null") else parse_value(value)
         else:
-            raise ConfigError(f"--set {item!r}: " + did_you_mean(key, list(EVALUATION_OPTIONS) + ["stages.NAME.PARAM"],
+            raise ConfigError(f"--set {item!r}: " + did_you_mean(key, list(EVALUATION_OPTIONS) + ["verification",
+                                                                                                 "stages.NAME.PARAM"],
                                                                   "evaluation option"))
     return evaluation, stages
 
@@ -87,6 +93,7 @@ class EvaluationPlan:
     normalize: bool = False
     changes: dict[str, Any] = field(default_factory=dict)
     pipeline: Pipeline | None = None
+    verification: bool = False  # --set verification=true: TAR@FAR, EER and ROC too
 
 
 def plan_evaluation(files: Sequence[str], *, stages: Sequence[str] = (), overrides: Sequence[str] = (),
@@ -97,6 +104,7 @@ def plan_evaluation(files: Sequence[str], *, stages: Sequence[str] = (), overrid
     command line's stage parameters win over the pipeline's, its stages run after the
     pipeline's."""
     changes, params = split_overrides(overrides)
+    verification = bool(changes.pop("verification", False))
     names, pipe = list(stages), None
     if pipeline:
         pipe = load_pipeline(pipeline, plugins.pipelines())
@@ -115,4 +123,5 @@ def plan_evaluation(files: Sequence[str], *, stages: Sequence[str] = (), overrid
         raise ConfigError("--fuse needs at least two --embeddings files")
     if normalize and fuse != "concat":
         raise ConfigError("--normalize applies to --fuse concat")
-    return EvaluationPlan(resolve_stages(names, params, plugins.stages()), fuse, normalize, changes, pipe)
+    return EvaluationPlan(resolve_stages(names, params, plugins.stages()), fuse, normalize, changes, pipe,
+                          verification)

@@ -211,3 +211,33 @@ def reference_cross_view(dist, probe_ids, gallery_ids, probe_views, gallery_view
         accs.append(round(100 * sum(acc) / len(acc), decimals))
         maps.append(round(100 * sum(aps) / len(aps), decimals))
     return float(np.mean(accs)), float(np.mean(maps))
+
+
+def reference_verification(dist, probe_labels, gallery_labels, fars=(1e-2, 1e-3, 1e-4), excluded=None):
+    """Verification figures pair by pair (:mod:`gaitbench.evaluation.verification` written out):
+    every probe x gallery pair not in ``excluded`` (a set of ``(q, j)``) is genuine (same label) or
+    impostor; every distinct distance (and minus infinity) is tried as the threshold, a pair being
+    accepted when its distance is ``<=`` the threshold. Returns ``({far: tar or None}, eer)`` as
+    fractions: TAR@FAR is the best TAR with FAR ``<= far`` (None when ``far * impostors < 1``); EER
+    the smallest ``max(FAR, FRR)`` over the thresholds."""
+    dist = np.asarray(dist, dtype=np.float64)
+    genuine, impostor = [], []
+    for q in range(dist.shape[0]):
+        for j in range(dist.shape[1]):
+            if excluded is not None and (q, j) in excluded:
+                continue
+            (genuine if probe_labels[q] == gallery_labels[j] else impostor).append(dist[q, j])
+    thresholds = [-np.inf] + sorted(set(genuine) | set(impostor))
+    curve = []
+    for t in thresholds:
+        far = sum(1 for d in impostor if d <= t) / len(impostor)
+        tar = sum(1 for d in genuine if d <= t) / len(genuine)
+        curve.append((far, tar))
+    tars = {}
+    for f in fars:
+        if f * len(impostor) < 1:
+            tars[f] = None
+        else:
+            tars[f] = max(tar for far, tar in curve if far <= f)
+    eer = min(max(far, 1.0 - tar) for far, tar in curve)
+    return tars, eer

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import GaitbenchError
+from .leaderboard_page import leading_number as _leading_number
 from .record import BenchRecord, RunRecord, as_record, as_run
 
 FORMATS = ("markdown", "latex", "csv", "html", "json")
@@ -25,10 +26,35 @@ FORMATS = ("markdown", "latex", "csv", "html", "json")
 
 @dataclass
 class Table:
+    """One leaderboard table: ``frame`` is what is printed; ``rows`` the same rows with their
+    private fields (``_runs``: the run records pooled in a row); ``data`` is ``"synthetic"``,
+    ``"real"`` or ``"published"`` (a table of papers' numbers only); ``metrics`` the metric columns."""
+
     title: str
     frame: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     key: dict[str, Any] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    data: str = "real"
+    metrics: list[str] = field(default_factory=list)
+
+    def best(self) -> dict[str, set[int]]:
+        """Per metric column, the indices of the run rows holding its best value (the highest; the
+        lowest for error rates such as EER). Papers' rows are not ranked against runs."""
+        out: dict[str, set[int]] = {}
+        for m in self.metrics:
+            values = {i: _leading_number(r.get(m)) for i, r in enumerate(self.rows) if r.get("source") == "run"}
+            values = {i: v for i, v in values.items() if v is not None}
+            if not values:
+                continue
+            target = (min if lower_is_better(m) else max)(values.values())
+            out[m] = {i for i, v in values.items() if v == target}
+        return out
+
+
+def lower_is_better(metric: str) -> bool:
+    """Error rates (EER) improve downwards; ranks, mAP, mINP and TAR upwards."""
+    return metric.split("/")[-1].upper().startswith("EER")
 
 
 def _metric_order(records: list[RunRecord]) -> list[str]:
@@ -74,11 +100,24 @@ def build_tables(records: list, protocol: str | None = None, published=None) -> 
         groups.setdefault(r.comparability(), []).append(r)
     tables = [_group_table(key, group, len(groups), efficiency, published)
               for key, group in sorted(groups.items(), key=lambda kv: kv[0])]
-    if protocol and not tables and published is not None:
-        rows = published_rows(published, protocol, None)
-        if rows:
-            tables.append(Table(f"{protocol} - published numbers", _frame(rows, drop_empty=False)))
+    if published is not None:
+        # papers' numbers are on the real datasets: beside runs on real data, or in a table of their own
+        with_real = {t.key["protocol"] for t in tables if t.data == "real"}
+        wanted = [protocol] if protocol and not tables else []
+        wanted += [t.key["protocol"] for t in tables if t.data == "synthetic"]
+        for proto in dict.fromkeys(p for p in wanted if p not in with_real):
+            rows = published_rows(published, proto, None)
+            if rows:
+                tables.append(Table(f"{proto} - published numbers (real datasets)", _frame(rows, drop_empty=False),
+                                    ["Published numbers on the real dataset, each with its source; no run of "
+                                     "this protocol on real data is in these records."],
+                                    {"protocol": proto}, rows, "published", _metric_names(rows)))
     return tables
+
+
+def _metric_names(rows: list[dict[str, Any]]) -> list[str]:
+    fixed = {"method", "recipe", "source", "n", "reference"}
+    return list(dict.fromkeys(k for r in rows for k in r if not k.startswith("_") and k not in fixed))
 
 
 def _group_table(key: tuple, group: list[RunRecord], n_groups: int, efficiency, published) -> Table:
@@ -100,16 +139,22 @@ def _group_table(key: tuple, group: list[RunRecord], n_groups: int, efficiency, 
     split_d = json.loads(split)
     if split_d.get("partition"):
         notes.append(f"Split from partition file {split_d['partition']}.")
-    paper_rows = published_rows(published, proto, metrics) if published is not None else []
-    if paper_rows:
-        _add_paper_deltas(out_rows, paper_rows, metrics)
-        out_rows.extend(paper_rows)
-        notes.append("Rows with source 'paper' are published numbers on the real dataset, each with its "
-                     "source (gaitbench leaderboard --published --format json lists them); 'vs paper' is "
-                     "a run on real data, without post-processing, minus the paper row of the same "
-                     "network and recipe (method [variant] and recipe), never another's.")
+    if published is not None:
+        paper_rows = published_rows(published, proto, metrics)
+        _add_paper_deltas(out_rows, paper_rows, metrics, _standard_split(proto))
+        if synthetic:
+            notes.append("'vs paper' is empty for runs on synthetic data: the papers' numbers are on the real "
+                         "dataset (listed in their own table).")
+        else:
+            out_rows.extend(paper_rows)
+            notes.append("Rows with source 'paper' are published numbers on the real dataset, each with its "
+                         "source (gaitbench leaderboard --published --format json lists them); 'vs paper' is "
+                         "a run on real data, without post-processing, trained for its recipe's full schedule "
+                         "on the papers' split, minus the paper row of the same network and recipe (method "
+                         "[variant] and recipe), never another's; otherwise the cell says why it is empty.")
     return Table(title, _frame(out_rows), notes, {"protocol": proto, "protocol_version": version, "split": split_d,
-                                                  "fingerprint": fingerprint})
+                                                  "fingerprint": fingerprint},
+                 out_rows, "synthetic" if synthetic else "real", metrics)
 
 
 def _run_rows(group: list[RunRecord], metrics: list[str], efficiency) -> list[dict[str, Any]]:
@@ -122,7 +167,8 @@ def _run_rows(group: list[RunRecord], metrics: list[str], efficiency) -> list[di
     for (label, recipe, chash), runs in configs.items():
         first = runs[0]
         row: dict[str, Any] = {"method": label, "recipe": f"{recipe} (config {chash})" if (label, recipe) in ambiguous
-                               else recipe, "source": "run", "n": len(runs), "_match": first.network}
+                               else recipe, "source": "run", "n": len(runs), "_match": first.network,
+                               "_runs": runs}
         for m in metrics:
             row[m] = _fmt([float(r.metrics[m]) for r in runs if r.metrics.get(m) is not None])
         row["_sort"] = float(np.mean([r.metrics.get(metrics[0], np.nan) for r in runs])) if metrics else 0
@@ -145,10 +191,9 @@ def _run_rows(group: list[RunRecord], metrics: list[str], efficiency) -> list[di
 def _frame(rows: list[dict[str, Any]], drop_empty: bool = True) -> pd.DataFrame:
     """The rows as a table without the private ``_`` columns (and without all-empty columns)."""
     frame = pd.DataFrame(rows)
-    frame = frame.drop(columns=[c for c in frame.columns if c.startswith("_")])
+    frame = frame.drop(columns=[c for c in frame.columns if c.startswith("_")]).fillna("")
     if not drop_empty:
         return frame
-    frame = frame.fillna("")
     return frame[[c for c in frame.columns if not (frame[c].astype(str).isin(["", "nan", "None"])).all()]]
 
 
@@ -200,31 +245,90 @@ def _merge_same_numbers(rows: list[dict[str, Any]], ref_key: str) -> list[dict[s
     return list(merged.values())
 
 
-def _add_paper_deltas(run_rows, paper_rows, metrics) -> None:
-    """'vs paper' for runs on real data without post-processing, against the paper row of the same
-    method, variant and recipe (a quick network or another paper's network is never compared)."""
+def _standard_split(protocol: str):
+    """The split the papers use for ``protocol`` (the registered protocol file's), or None when the
+    protocol is not a registered one."""
+    from ..plugins import get_plugins
+    from ..protocols import resolve_protocol
+
+    try:
+        return resolve_protocol(protocol, get_plugins().protocols()).split
+    except Exception:  # noqa: BLE001 - a protocol this installation does not know: no papers' split
+        return None
+
+
+def _why_not_comparable(row: dict[str, Any], standard_split) -> str:
+    """Why a run row may not be put against a paper's number ('' when it may)."""
+    runs = row.get("_runs") or []
+    if row.get("data") != "real":
+        return "n/a: synthetic data"
+    if row.get("stages", "-") != "-":
+        return "n/a: post-processed (papers report plain retrieval)"
+    method, variant, recipe = row["_match"]
+    if variant == "quick" or recipe == "quick":
+        return "n/a: reduced 'quick' network, not the paper's"
+    if standard_split is None:
+        return "n/a: protocol unknown here, so is the papers' split"
+    for r in runs:
+        if standard_split.needs_partition:
+            continue  # the dataset's own partition file is the papers' split
+        if r.split.partition or list(r.split.train) != list(standard_split.train) \
+                or list(r.split.test) != list(standard_split.test):
+            return f"n/a: split {r.split.label} is not the papers'"
+    for r in runs:
+        planned = (r.config.get("train") or {}).get("iterations") if isinstance(r.config, dict) else None
+        started_from = (r.training or {}).get("initial_checkpoint") or (r.training or {}).get("resumed_from")
+        if planned and r.iterations is not None and r.iterations < planned and not started_from:
+            return f"n/a: trained {r.iterations:,} of the recipe's {planned:,} iterations"
+    return ""
+
+
+def _add_paper_deltas(run_rows, paper_rows, metrics, standard_split=None) -> None:
+    """'vs paper' for every run row: the difference from the paper row of the same method, variant
+    and recipe, for runs on the papers' real data, split and full schedule without post-processing;
+    otherwise why the cell is empty (synthetic data, a quick network, re-ranking, another split...)."""
     for row in run_rows:
-        if row.get("data") != "real" or row.get("stages", "-") != "-":
+        why = _why_not_comparable(row, standard_split)
+        if why:
+            row["vs paper"] = why
             continue
         paper = next((p for p in paper_rows if p["_match"] == row["_match"] and p["source"] == "paper"), None)
         if paper is None:
+            method, variant, recipe = row["_match"]
+            row["vs paper"] = f"n/a: no paper row for {method} [{variant}] with recipe {recipe}"
             continue
         parts = []
         for m in metrics:
             if m in paper and row.get(m):
                 mine = float(str(row[m]).split(" ")[0])
                 parts.append(f"{m.split('/')[0] if '/' in m else m} {mine - float(paper[m]):+.1f}")
-        row["vs paper"] = ", ".join(parts)
+        row["vs paper"] = ", ".join(parts) if parts else "n/a: the paper reports none of these metrics"
 
 
-def render(tables: list[Table], fmt: str) -> str:
-    """The tables as markdown, LaTeX (booktabs), CSV, HTML or JSON."""
+def _with_best(table: Table, mark) -> pd.DataFrame:
+    """The table's frame (as text) with each column's best run value passed through ``mark``."""
+    frame = table.frame.astype(str).copy()
+    for column, rows in table.best().items():
+        if column in frame.columns:
+            for i in rows:
+                frame.iat[i, frame.columns.get_loc(column)] = mark(frame.iat[i, frame.columns.get_loc(column)])
+    return frame
+
+
+def render(tables: list[Table], fmt: str, *, page_dir=None) -> str:
+    """The tables as markdown, LaTeX (booktabs), CSV, a self-contained HTML page or JSON. Markdown
+    and LaTeX set each column's best run value in bold. ``page_dir``: where the HTML page will be
+    (its links to run reports are relative to it; default the current directory)."""
     from tabulate import tabulate
 
     if fmt not in FORMATS:
         from ..errors import did_you_mean
 
         raise GaitbenchError(did_you_mean(fmt, FORMATS, "format"))
+    if fmt == "html":
+        from .leaderboard_page import render_page
+
+        return render_page(tables, page_dir=page_dir)
     if fmt == "json":
         return json.dumps([{"title": t.title, "notes": t.notes, "key": t.key,
                             "rows": t.frame.to_dict(orient="records")} for t in tables], indent=2, default=str)
@@ -232,25 +336,23 @@ def render(tables: list[Table], fmt: str) -> str:
         frames = [t.frame.assign(table=t.title) for t in tables]
         return pd.concat(frames, ignore_index=True).to_csv(index=False) if frames else ""
     parts = []
-    for t in tables:
+    for t in tables:  # markdown or latex
         if fmt == "markdown":
-            parts.append(f"**{t.title}**\n\n" + tabulate(t.frame, headers="keys", tablefmt="github", showindex=False,
+            frame = _with_best(t, lambda v: f"**{v}**")
+            parts.append(f"**{t.title}**\n\n" + tabulate(frame, headers="keys", tablefmt="github", showindex=False,
                                                         disable_numparse=True)
                          + "".join(f"\n\n_{n}_" for n in t.notes))
         elif fmt == "latex":
             # our own escaping (latex_raw), so that "±" becomes $\pm$ instead of an escaped dollar
-            frame = t.frame.astype(str).apply(lambda col: col.map(_latex_escape))
+            frame = _with_best(t, lambda v: "\x00" + v + "\x01").apply(lambda col: col.map(_latex_escape))
+            frame = frame.apply(lambda col: col.str.replace("\x00", "\\textbf{", regex=False)
+                                .str.replace("\x01", "}", regex=False))
             frame.columns = [_latex_escape(str(c)) for c in frame.columns]
             body = tabulate(frame, headers="keys", tablefmt="latex_raw", showindex=False, disable_numparse=True)
             for rule in ("\\toprule", "\\midrule", "\\bottomrule"):  # booktabs rules for the three \hline
                 body = body.replace("\\hline", rule, 1)
             caption = _latex_escape(t.title + ". " + " ".join(t.notes))
             parts.append("\\begin{table}[t]\n\\centering\n\\small\n" + body + f"\n\\caption{{{caption}}}\n\\end{{table}}")
-        else:  # html
-            import html
-
-            notes = "".join(f"<p><em>{html.escape(n)}</em></p>" for n in t.notes)
-            parts.append(f"<h3>{html.escape(t.title)}</h3>\n" + t.frame.to_html(index=False, escape=True) + notes)
     return "\n\n".join(parts) + "\n"
 
 

@@ -27,6 +27,8 @@ __all__ = [
     "view_matrix_heatmaps",
     "per_view_curves",
     "cmc_curve",
+    "cmc_data",
+    "roc_curves",
     "training_curves",
     "accuracy_vs_cost",
     "probe_sets",
@@ -191,16 +193,31 @@ def per_view_curves(run: RunLike, out: OutPaths = None) -> Figure:
     return fig
 
 
-def cmc_curve(run: RunLike, out: OutPaths = None) -> Figure:
-    """Cumulative match characteristic from ``tables["cmc"] = {"ranks": [...], "values": [...]}``;
-    ``values`` may also map curve names to lists."""
+def cmc_data(run: RunLike) -> tuple[list[int], dict[str, list]] | None:
+    """``(ranks, {curve name: values in %})``: each probe set's ``cmc`` list (what the evaluation
+    writes), or a protocol-level ``tables["cmc"] = {"ranks": [...], "values": [...]}``; None
+    when the record has no CMC."""
     run = as_run(run)
     cmc = run.tables.extra.get("cmc")
-    if not isinstance(cmc, dict) or "ranks" not in cmc or "values" not in cmc:
-        raise ValueError(f"run record for protocol {run.protocol!r} has no CMC curve: "
-                         "expected tables['cmc'] = {'ranks': [...], 'values': [...]}")
-    ranks = [int(r) for r in cmc["ranks"]]
-    curves = cmc["values"] if isinstance(cmc["values"], dict) else {"CMC": cmc["values"]}
+    if isinstance(cmc, dict) and "ranks" in cmc and "values" in cmc:
+        values = cmc["values"] if isinstance(cmc["values"], dict) else {"CMC": cmc["values"]}
+        return [int(r) for r in cmc["ranks"]], values
+    curves = {name: t.extra["cmc"] for name, t in run.tables.probe_sets.items()
+              if isinstance(t.extra.get("cmc"), list) and t.extra["cmc"]}
+    if not curves:
+        return None
+    return list(range(1, max(len(v) for v in curves.values()) + 1)), curves
+
+
+def cmc_curve(run: RunLike, out: OutPaths = None) -> Figure:
+    """Cumulative match characteristic: one curve per probe set (their ``cmc`` lists), or from
+    ``tables["cmc"] = {"ranks": [...], "values": [...]}`` (``values`` may map curve names to lists)."""
+    run = as_run(run)
+    data = cmc_data(run)
+    if data is None:
+        raise ValueError(f"run record for protocol {run.protocol!r} has no CMC curve: expected a probe set's "
+                         "'cmc' list or tables['cmc'] = {'ranks': [...], 'values': [...]}")
+    ranks, curves = data
     fig = _new_figure(6.0, 4.2)
     ax = fig.add_subplot()
     for name, values in curves.items():
@@ -214,6 +231,38 @@ def cmc_curve(run: RunLike, out: OutPaths = None) -> Figure:
     if len(curves) > 1:
         ax.legend(loc="lower right", fontsize=8)
     ax.set_title(_text(run_title(run, "CMC")), fontsize=10)
+    save_figure(fig, out)
+    return fig
+
+
+def roc_curves(run: RunLike, out: OutPaths = None) -> Figure:
+    """Verification ROC, TAR against FAR (log axis), one curve per probe set with its EER, from the
+    probe sets' ``verification`` tables (``--set verification=true``)."""
+    run = as_run(run)
+    tables = {name: t.extra["verification"] for name, t in run.tables.probe_sets.items()
+              if isinstance(t.extra.get("verification"), dict)}
+    if not tables:
+        raise ValueError(f"run record for protocol {run.protocol!r} has no verification tables "
+                         "(evaluate with --set verification=true)")
+    fig = _new_figure(6.0, 4.2)
+    ax = fig.add_subplot()
+    floor = None
+    for name, t in tables.items():
+        far = np.array([_as_float(v) for v in t["roc"]["far"]])
+        tar = np.array([_as_float(v) for v in t["roc"]["tar"]])
+        if len(far) != len(tar):
+            raise ValueError(f"tables[{name!r}]['verification']['roc']: {len(far)} FAR and {len(tar)} TAR values")
+        positive = far[far > 0]
+        if positive.size:
+            floor = positive.min() if floor is None else min(floor, positive.min())
+        ax.plot(far, tar, drawstyle="steps-post", label=_text(f"{name} (EER {float(t['eer']):.2f}%)"))
+    ax.set_xscale("symlog", linthresh=floor if floor else 1e-4)
+    ax.set_xlim(left=0, right=100)
+    ax.set_xlabel("false accept rate (%)")
+    ax.set_ylabel("true accept rate (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(_text(run_title(run, "Verification ROC")), fontsize=10)
     save_figure(fig, out)
     return fig
 

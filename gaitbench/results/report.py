@@ -46,6 +46,28 @@ figcaption { color: #555; font-size: 0.9em; }
 details { margin: 0.5em 0 1em; }
 summary { cursor: pointer; color: #333; }
 footer { margin-top: 3em; color: #888; font-size: 0.85em; }
+.ranklist { display: flex; flex-wrap: wrap; gap: 0.4em; align-items: flex-start; margin: 0.4em 0 1em; }
+.ranklist figure { margin: 0; padding: 0.25em; border: 3px solid #ccc; border-radius: 4px; text-align: center;
+                   font-size: 0.75em; min-width: 4.5em; }
+.ranklist figure.probe { border-color: #4a6fa5; background: #eef4ff; }
+.ranklist figure.hit { border-color: #2e8b3a; }
+.ranklist figure.miss { border-color: #c0392b; }
+.ranklist img { display: block; margin: 0 auto 0.2em; height: 64px; width: auto; image-rendering: pixelated;
+                background: #000; }
+:root { color-scheme: light dark; }
+@media (prefers-color-scheme: dark) {
+  body { background: #161618; color: #e6e6e8; }
+  h2 { border-bottom-color: #3a3a3e; }
+  .subtitle, figcaption, summary { color: #b0b0b6; }
+  .note { color: #a0a0a6; }
+  th, td { border-color: #3f3f44; }
+  th { background: #26262a; }
+  td.mean, th.mean { background: #1f2a3d; }
+  .banner { background: #3d3000; border-color: #d39e00; color: #ffd966; }
+  figure svg, figure img { background: #fff; }
+  a { color: #8ab4f8; }
+  .ranklist figure.probe { background: #1f2a3d; }
+}
 """
 
 
@@ -268,8 +290,11 @@ def _recipe_facts(config: dict[str, Any]) -> str:
 
 
 def render_report(run: RunLike, log_records: list[dict[str, Any]] | None = None,
-                  notes: Iterable[str] = (), image_format: str = "svg") -> str:
-    """The report page for one run record (and its training log records) as an HTML string."""
+                  notes: Iterable[str] = (), image_format: str = "svg", ranklists: list | None = None,
+                  thumbnails: dict[int, str] | None = None, ranklist_notes: Iterable[str] = ()) -> str:
+    """The report page for one run record (and its training log records) as an HTML string.
+    ``ranklists``: :class:`~gaitbench.evaluation.ranklist.Ranklist` s to show, with ``thumbnails``
+    (embeddings row -> ``data:`` URI of a silhouette) where the dataset was at hand."""
     if image_format not in IMAGE_FORMATS:
         raise GaitbenchError(f"unknown image format {image_format!r}; use one of {', '.join(IMAGE_FORMATS)}")
     run = as_run(run)
@@ -293,10 +318,18 @@ def render_report(run: RunLike, log_records: list[dict[str, Any]] | None = None,
     body.append("<h2>Figures</h2>")
     body.extend(_figures(run, log_records, image_format))
     body.extend(_note(n) for n in notes)
+    verification = _guarded(lambda: _verification_section(run, image_format), "Verification")
+    if verification:
+        body.append("<h2>Verification</h2>")
+        body.append(verification)
+    if ranklists is not None:
+        body.append("<h2>Ranklists</h2>")
+        body.append(_guarded(lambda: _ranklists_section(ranklists, thumbnails or {}), "Ranklists"))
+        body.extend(_note(n) for n in ranklist_notes)
     body.append("<h2>Run facts</h2>")
     body.append(_guarded(lambda: _facts_section(run), "Run facts"))
     body.append(f"<footer>gaitbench {_e(run.versions.gaitbench)} run report. Self-contained page: "
-                f"no scripts, no external resources.</footer>")
+                f"no scripts, no external resources (images inline).</footer>")
 
     title = f"gaitbench report: {method} - {protocol}" + (" (SYNTHETIC)" if run.synthetic else "")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -322,9 +355,11 @@ def _figures(run: RunRecord, log_records, image_format: str) -> list[str]:
     if per_view:
         out.append(_figure_html(lambda: plots.per_view_curves(run),
                                 "Rank-1 (%) per probe view, one line per probe set.", image_format))
-    cmc = run.tables.extra.get("cmc")
-    if isinstance(cmc, dict):
-        out.append(_figure_html(lambda: plots.cmc_curve(run), "Cumulative match characteristic.", image_format))
+    cmc = plots.cmc_data(run)
+    if cmc is not None:
+        out.append(_figure_html(lambda: plots.cmc_curve(run),
+                                "Cumulative match characteristic: the share of probes (%) with a gallery sequence "
+                                "of their subject within the first k, per probe set.", image_format))
     if not matrices and not per_view and cmc is None:
         out.append(_note("No evaluation tables in the record: no evaluation figures."))
     if log_records:
@@ -334,14 +369,139 @@ def _figures(run: RunRecord, log_records, image_format: str) -> list[str]:
     return out
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, *, image_format: str = "svg") -> Path:
+def _verification_section(run: RunRecord, image_format: str) -> str:
+    """TAR at each FAR and EER per probe set, and the ROC; '' when the run was evaluated without
+    verification."""
+    from . import plots
+
+    tables = {name: t.extra["verification"] for name, t in run.tables.probe_sets.items()
+              if isinstance(t.extra.get("verification"), dict)}
+    if not tables:
+        return ""
+    fars = list(next(iter(tables.values()))["tar_at_far"])
+    rows = []
+    for name, t in tables.items():
+        rows.append([("key", _e(name)), ("", _e(f"{t['genuine_pairs']:,}")), ("", _e(f"{t['impostor_pairs']:,}"))]
+                    + [("", _e(_num(t["tar_at_far"].get(f)))) for f in fars] + [("mean", _e(_num(t["eer"])))])
+    settings = run.tables.settings.get("verification") if run.tables.settings is not None else None
+    pairs = (settings or {}).get("pairs", "probe x gallery")
+    text = (f"Pairs: {pairs}; genuine = same subject. A pair is accepted when its distance is at or below the "
+            "threshold. TAR (%) at each false accept rate, and the equal error rate (%); a blank TAR needs "
+            "more impostor pairs than there are.")
+    notes = [n for t in tables.values() for n in t.get("notes", [])]
+    return (f"<p>{_e(text)}</p>"
+            + _table(["probe set", "genuine pairs", "impostor pairs"] + fars + ["EER"], rows, "verification",
+                     mean_last=True)
+            + "".join(_note(n) for n in dict.fromkeys(notes))
+            + _figure_html(lambda: plots.roc_curves(run), "ROC: true accept rate against false accept rate, "
+                           "per probe set.", image_format))
+
+
+def _ranklists_section(lists, thumbnails: dict[int, str]) -> str:
+    if not lists:
+        return _note("No probes to list.")
+    parts = ['<p>Each probe (blue) and its nearest gallery sequences, closest first: green marks a sequence of '
+             "the probe's subject (a hit), red one of another subject.</p>"]
+    for rl in lists:
+        def cell(index, label, cls, caption):
+            img = thumbnails.get(index)
+            pic = f'<img alt="{_e(label)}" src="{img}">' if img else ""
+            return f'<figure class="{cls}">{pic}<figcaption>{caption}</figcaption></figure>'
+
+        probe_label = f"{rl.subject}/{rl.type}/{rl.view}"
+        first = ("no hit in the gallery" if rl.first_hit is None and any(e.hit is not None for e in rl.entries)
+                 else f"first hit at rank {rl.first_hit}" if rl.first_hit is not None else "subject unknown")
+        cells = [cell(rl.index, probe_label, "probe", f"<b>probe</b><br>{_e(probe_label)}<br>{_e(first)}")]
+        for k, e in enumerate(rl.entries, 1):
+            label = f"{e.subject}/{e.type}/{e.view}"
+            cls = "" if e.hit is None else ("hit" if e.hit else "miss")
+            mark = "" if e.hit is None else (" &#10003;" if e.hit else " &#10007;")
+            cells.append(cell(e.index, label, cls, f"#{k}{mark}<br>{_e(label)}<br>d {e.distance:.3g}"))
+        parts.append(f"<h3>{_e(rl.probe_set)}: probe {_e(probe_label)}</h3>"
+                     f'<div class="ranklist">{"".join(cells)}</div>')
+    return "".join(parts)
+
+
+def _thumbnail(frames) -> str:
+    """The middle silhouette of a sequence as a ``data:image/png`` URI."""
+    import base64
+    import io
+
+    import numpy as np
+    from matplotlib.image import imsave
+
+    frame = np.asarray(frames[len(frames) // 2], dtype=np.uint8)
+    buf = io.BytesIO()
+    imsave(buf, frame, cmap="gray", vmin=0, vmax=255, format="png")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def run_ranklists(run: RunRecord, run_dir: Path, protocol, top: int, probes: int = 6,
+                  device: str = "cpu") -> tuple[list, dict[int, str], list[str]]:
+    """The ranklists of a run from its ``embeddings.npz`` under ``protocol`` (plain distances, the
+    distance the run evaluated with), silhouette thumbnails when the run's dataset is at hand (same
+    fingerprint), and notes on what is shown instead."""
+    from ..evaluation.embeddings import read_embeddings
+    from ..evaluation.ranklist import ranklists
+    from ..protocols import resolve_split
+
+    path = run_dir / "embeddings.npz"
+    if not path.is_file():
+        raise GaitbenchError(f"{run_dir}: no embeddings.npz, which ranklists are computed from (runs write it; "
+                             f"`gaitbench embed ... --out {path}` writes one for a checkpoint)")
+    data = read_embeddings(path)
+    protocol = resolve_split(protocol, None, None, recorded_probe_set=data.get("probe_set"), recorded_from=str(path))
+    metric = str(data["metric"]) if "metric" in data else None
+    lists = ranklists(protocol, data["embeddings"], data["subjects"], data["types"], data["views"], top=top,
+                      probes=probes, metric=metric, device=device)
+    notes = []
+    if run.stages:
+        notes.append("Ranklists rank plain distances: the run's post-processing stages "
+                     f"({run.stages_label}) are not replayed here.")
+    thumbnails: dict[int, str] = {}
+    root = run.dataset.get("root")
+    store = None
+    if root:
+        try:
+            from ..data.store import open_store
+
+            store = open_store(root)
+        except Exception as exc:  # noqa: BLE001 - no dataset at hand: labels instead of silhouettes
+            notes.append(f"Silhouettes not shown: the run's dataset is not at hand ({exc}); labels instead.")
+        if store is not None and store.fingerprint != run.dataset.fingerprint:
+            notes.append(f"Silhouettes not shown: the data at {root} is not the run's (fingerprint {store.fingerprint}, "
+                         f"the run's {run.dataset.fingerprint}); labels instead.")
+            store = None
+    else:
+        notes.append("Silhouettes not shown: the record names no dataset root; labels instead.")
+    if store is not None:
+        index = store.index
+        rows = {(s, t, v): i for i, (s, t, v) in enumerate(zip(index["subject"], index["type"], index["view"]))}
+        wanted = {rl.index for rl in lists} | {e.index for rl in lists for e in rl.entries}
+        for i in wanted:
+            row = rows.get((str(data["subjects"][i]), str(data["types"][i]), str(data["views"][i])))
+            if row is not None:
+                thumbnails[i] = _thumbnail(store.frames(row))
+    return lists, thumbnails, notes
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, *, image_format: str = "svg",
+                 ranklists: int = 0, protocol=None, probes: int = 6) -> Path:
     """Write the HTML report of the run in ``run_dir`` (default ``run_dir/report.html``); returns its path.
-    ``run_dir`` may also be the ``result.json`` itself."""
+    ``run_dir`` may also be the ``result.json`` itself. ``ranklists``: with ``protocol`` (the run's,
+    resolved), the top-``ranklists`` gallery of ``probes`` probes from the run's embeddings."""
     run_dir = Path(run_dir)
     run = read_run(run_dir)
     if run_dir.is_file():
         run_dir = run_dir.parent
+    lists = thumbnails = None
+    rl_notes: list[str] = []
+    if ranklists:
+        if protocol is None:
+            raise GaitbenchError("ranklists need the run's protocol")
+        lists, thumbnails, rl_notes = run_ranklists(run, run_dir, protocol, ranklists, probes)
     log_records, notes = read_train_log(run_dir / "train_log.jsonl")
-    page = render_report(run, log_records, notes, image_format=image_format)
+    page = render_report(run, log_records, notes, image_format=image_format, ranklists=lists,
+                         thumbnails=thumbnails, ranklist_notes=rl_notes)
     out = Path(out) if out is not None else run_dir / "report.html"
     return write_text_atomic(out, page)  # a reader never sees half a report

@@ -6,6 +6,27 @@ from tabulate import tabulate
 
 
 def report_table(report, tablefmt: str = "github") -> str:
+    """The protocol's table (:func:`protocol_table`) and, when the evaluation computed them, the
+    verification figures per probe set beneath it."""
+    main = protocol_table(report, tablefmt)
+    verification = verification_table(report, tablefmt)
+    return main + ("\n\nverification (%):\n" + verification if verification else "")
+
+
+def verification_table(report, tablefmt: str = "github") -> str:
+    """TAR at each FAR and EER (%) per probe set; '' when the evaluation did not compute them."""
+    sets = {k: t["verification"] for k, t in report.tables.items()
+            if k != "settings" and isinstance(t, dict) and isinstance(t.get("verification"), dict)}
+    if not sets:
+        return ""
+    fars = list(next(iter(sets.values()))["tar_at_far"])
+    rows = [[name] + [t["tar_at_far"].get(f) for f in fars] + [t["eer"], t["genuine_pairs"], t["impostor_pairs"]]
+            for name, t in sets.items()]
+    return tabulate(rows, headers=["probes"] + fars + ["EER", "genuine pairs", "impostor pairs"], tablefmt=tablefmt,
+                    floatfmt=".2f", missingval="n/a")
+
+
+def protocol_table(report, tablefmt: str = "github") -> str:
     """The report as the papers print it. View-matrix protocols: rank-1 per probe view (mean over
     the gallery views) for every probe set, plus the mean (the CASIA-B table layout). Retrieval
     protocols averaged over probe views: one row per probe set and metric. Otherwise one row per

@@ -135,6 +135,7 @@ class EvalConfig:
     # parameters live in the recipe's [stages.<name>] tables
     stages: list[str] = field(default_factory=list)
     metric: str = ""  # the distance at evaluation; empty = the protocol's (the Gait3D configs use cos)
+    verification: bool = False  # also TAR@FAR, EER and the ROC over genuine / impostor pairs
 
     def validate(self, where: str):
         if self.max_frames_per_batch < 0 or self.max_sequences_per_batch < 1:
