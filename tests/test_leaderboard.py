@@ -245,3 +245,45 @@ def test_markdown_and_latex_mark_the_best_run_per_column(base_record):
         r["metrics"]["NM/EER"] = 10.0 if r is low else 20.0
     (table,) = build_tables([low, high])
     assert table.best()["NM/EER"] == {list(table.frame["seeds"]).index("0")}
+
+
+def with_intervals(record, half_width):
+    """``record`` with each probe set's rank-1 interval set to +-``half_width`` around its metric."""
+    r = copy.deepcopy(record)
+    for name in ("NM", "BG", "CL"):
+        value = r["metrics"][f"{name}/rank1"]
+        r["tables"][name]["rank1_interval"] = {"estimate": value, "low": value - half_width,
+                                               "high": value + half_width, "half_width": half_width,
+                                               "num_probes": 1100, "level": 0.95, "replicates": 1000, "seed": 0,
+                                               "method": "percentile bootstrap over probes"}
+    return r
+
+
+def test_differences_smaller_than_the_interval_are_marked(base_record):
+    """Rows whose rank-1 lies within the interval of the column's best are marked: the test set
+    cannot tell them apart; a gap wider than the interval is not marked."""
+    base = variant(base_record, method="gaitset")
+    best = with_intervals(variant(base, shift=0.0), 1.5)
+    close = with_intervals(variant(base, shift=-1.0, method="gaitpart"), 1.5)
+    far = with_intervals(variant(base, shift=-4.0, method="gaitgl"), 1.5)
+    (table,) = build_tables([far, close, best])
+    frame = table.frame.set_index("method")
+    labels = {m: next(i for i in frame.index if i.startswith(m)) for m in ("gaitset", "gaitpart", "gaitgl")}
+    assert frame.loc[labels["gaitpart"], "within CI of best"] == "NM/rank1, BG/rank1, CL/rank1"
+    assert frame.loc[labels["gaitgl"], "within CI of best"] == ""
+    assert frame.loc[labels["gaitset"], "within CI of best"] == ""
+    assert frame.loc[labels["gaitset"], "rank1 95% CI"] == "±1.50 / ±1.50 / ±1.50"
+    assert frame.loc[labels["gaitset"], "probes"] == "1,100"
+    assert any("cannot tell them apart" in n for n in table.notes)
+    # a wider interval on the lower row is enough to tie it
+    wide = with_intervals(variant(base, shift=-4.0, method="gaitgl"), 4.5)
+    (table,) = build_tables([wide, best])
+    assert "NM/rank1" in table.frame.set_index("method").loc[labels["gaitgl"], "within CI of best"]
+
+
+def test_records_without_intervals_get_no_interval_columns(base_record):
+    old = copy.deepcopy(base_record)
+    for name in ("NM", "BG", "CL"):
+        old["tables"][name].pop("rank1_interval", None)
+    (table,) = build_tables([old, variant(old, method="gaitgl", shift=-1.0)])
+    assert "rank1 95% CI" not in table.frame.columns and "within CI of best" not in table.frame.columns

@@ -131,6 +131,11 @@ def _group_table(key: tuple, group: list[RunRecord], n_groups: int, efficiency, 
     notes = []
     if synthetic:
         notes.append("Computed on gaitbench's SYNTHETIC data: shows the pipeline works; not comparable with papers.")
+    if any(r.get("rank1 95% CI") for r in out_rows):
+        notes.append("'rank1 95% CI' is the half-width of each rank-1's 95% bootstrap interval over probes (mean "
+                     "over seeds), 'probes' what it rests on; 'within CI of best' names the rank-1 columns where "
+                     "a row differs from the column's best row by less than that: the test set cannot tell them "
+                     "apart.")
     if any(r["stages"] != "-" for r in out_rows):
         notes.append("Rows marked +stage use post-processing (e.g. re-ranking is transductive); "
                      "compare them with each other, not with plain rows.")
@@ -172,6 +177,14 @@ def _run_rows(group: list[RunRecord], metrics: list[str], efficiency) -> list[di
         for m in metrics:
             row[m] = _fmt([float(r.metrics[m]) for r in runs if r.metrics.get(m) is not None])
         row["_sort"] = float(np.mean([r.metrics.get(metrics[0], np.nan) for r in runs])) if metrics else 0
+        widths = []
+        for m in metrics:  # how sure each rank-1 is: the mean half-width of the runs' intervals
+            found = [iv for r in runs if (iv := r.rank1_interval(m)) is not None]
+            if found:
+                row[f"_hw:{m}"] = float(np.mean([iv["half_width"] for iv in found]))
+                widths.append(f"±{row[f'_hw:{m}']:.2f}")
+        row["rank1 95% CI"] = " / ".join(widths)
+        row["probes"] = _probe_counts(runs, metrics)
         row["params"] = f"{first.parameters:,}" if first.parameters else ""
         eff = efficiency.get((first.method, first.variant), {})
         if eff.get("params") and first.parameters and eff["params"] != first.parameters:
@@ -185,7 +198,33 @@ def _run_rows(group: list[RunRecord], metrics: list[str], efficiency) -> list[di
         row["seeds"] = ",".join(str("?" if r.seed is None else r.seed) for r in runs)
         rows.append(row)
     rows.sort(key=lambda r: -r["_sort"] if not np.isnan(r["_sort"]) else np.inf)
+    _mark_ties(rows, metrics)
     return rows
+
+
+def _probe_counts(runs: list[RunRecord], metrics: list[str]) -> str:
+    """The probes each rank-1 rests on (from the first run's intervals), e.g. ``1,100 / 1,100``."""
+    counts = [f"{iv['num_probes']:,}" for m in metrics if (iv := runs[0].rank1_interval(m)) is not None]
+    return " / ".join(dict.fromkeys(counts)) if counts else ""
+
+
+def _mark_ties(rows: list[dict[str, Any]], metrics: list[str]) -> None:
+    """``within CI of best``: the rank-1 columns where a row's mean differs from the column's best
+    by less than the larger of the two rows' interval half-widths, i.e. where the test set cannot
+    tell the two apart."""
+    for row in rows:
+        row["within CI of best"] = ""
+    for m in metrics:
+        have = [r for r in rows if f"_hw:{m}" in r and _leading_number(r.get(m)) is not None]
+        if len(have) < 2:
+            continue
+        best = max(have, key=lambda r: _leading_number(r[m]))
+        for r in have:
+            if r is best:
+                continue
+            gap = _leading_number(best[m]) - _leading_number(r[m])
+            if gap < max(best[f"_hw:{m}"], r[f"_hw:{m}"]):
+                r["within CI of best"] = ", ".join(filter(None, [r["within CI of best"], m]))
 
 
 def _frame(rows: list[dict[str, Any]], drop_empty: bool = True) -> pd.DataFrame:

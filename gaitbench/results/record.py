@@ -332,6 +332,26 @@ class RunRecord:
         blob = json.dumps({"config": self.config or None, "iterations": self.iterations}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:6]
 
+    def rank1_interval(self, metric: str) -> dict[str, Any] | None:
+        """The bootstrap interval recorded for a rank-1 ``metric`` (``"NM/rank1"``, ``"rank1"``,
+        ``"rank1_valid"``...): the probe set it names, or the only probe set with one; None for
+        other metrics and for records written before intervals."""
+        name, _, base = metric.rpartition("/")
+        if base not in {"rank1", "rank1_valid"}:
+            return None
+        valid = base == "rank1_valid"
+
+        def of(table: ProbeSetTable) -> dict[str, Any] | None:
+            holder = (table.valid or {}) if valid else table.extra
+            found = holder.get("rank1_interval")
+            return found if isinstance(found, Mapping) else None
+
+        if name:
+            table = self.tables.probe_sets.get(name)
+            return of(table) if table is not None else None
+        found = [iv for t in self.tables.probe_sets.values() if (iv := of(t)) is not None]
+        return found[0] if len(found) == 1 else None
+
     def comparability(self) -> tuple[str, str, str, str]:
         """Runs with equal keys may be ranked against each other: protocol and version, split, data."""
         return self.protocol, str(self.protocol_version), self.split.key(), self.dataset.fingerprint
