@@ -361,6 +361,7 @@ def train(settings, plan: Plan, store, selection: Selection, built: BuiltModel, 
           plugins, say: Say) -> Training:
     """Sample P x K batches of the training rows and train for the plan's iterations (resuming
     from the run's last checkpoint with ``--resume``); writes the final checkpoint."""
+    from .data.augment import Augmenter
     from .data.sampling import TripletSampler
     from .training.checkpoint import read_checkpoint
     from .training.trainer import Trainer, check_resumable, find_resume_checkpoint
@@ -368,8 +369,10 @@ def train(settings, plan: Plan, store, selection: Selection, built: BuiltModel, 
     s = plan.recipe.sampler
     if dist.enabled and (s.P * s.K) % dist.world_size:
         raise GaitbenchError(f"P x K = {s.P * s.K} must be divisible by the {dist.world_size} processes")
+    augment = Augmenter(plan.recipe.augment) if plan.recipe.augment.active else None
     sampler = TripletSampler(store, selection.train_rows, s.P, s.K, s.frames, s.order, s.skip, seed=settings.seed,
-                             min_frames=s.min_frames, workers=settings.workers, strict=settings.strict)
+                             min_frames=s.min_frames, workers=settings.workers, strict=settings.strict,
+                             augment=augment)
     if sampler.left_out:
         say(f"left out of training: {len(sampler.left_out)} sequences shorter than {s.min_frames} frames "
             f"(sampler.min_frames), e.g. {sampler.problems()['examples'][0]}")
