@@ -14,18 +14,18 @@ paper's DeepGaitV2-2D / -3D; OpenGait's model zoo lists DeepGaitV2-3D results fo
 GREW but ships no config for them), e.g. ``--set model.mode=3d``. Parameter counts (asserted by
 the tests, equal to OpenGait's model built from the configs, and with ``mode`` changed):
 
-- ``casiab``: P3D, 1 / 1 / 1 / 1 blocks, 74 classes: 8,443,200 parameters (2-D: 7,837,632; 3-D:
-  14,342,592); embeddings ``[n, 256, 16]``, logits ``[n, 74, 16]``.
-- ``oumvlp``: P3D, 1 / 1 / 1 / 1 blocks, 5153 classes: 29,248,256 parameters.
-- ``grew``: P3D, 1 / 4 / 4 / 1 blocks, 20,000 classes: 99,620,928 parameters (3-D: 143,306,304).
-- ``gait3d``: P3D, 1 / 4 / 4 / 1 blocks, 3000 classes: 29,992,000 parameters.
+- ``casiab``: P3D, 1 / 1 / 1 / 1 blocks, 74 classes: 8,339,392 parameters (2-D blocks: 7,305,408;
+  3-D: 16,595,136); embeddings ``[n, 256, 16]``, logits ``[n, 74, 16]``.
+- ``oumvlp``: P3D, 1 / 1 / 1 / 1 blocks, 5153 classes: 29,142,976 parameters.
+- ``grew``: P3D, 1 / 4 / 4 / 1 blocks, 20,000 classes: 95,124,160 parameters (3-D: 111,487,680).
+- ``gait3d``: P3D, 1 / 4 / 4 / 1 blocks, 3000 classes: 25,492,160 parameters.
 - ``quick``: reduced for 2 CPU cores on synthetic data (P3D, 64 x 44 input average-pooled to 32 x
   22 inside, channels 8 / 16 / 32 / 32, 8 strips); NOT the paper's network.
 
 Recipes: ``casiab``, ``oumvlp``, ``grew``, ``gait3d`` (each config's SGD, multi-step schedule,
 ordered clips of 30 frames from windows of 34, triplet + BNNeck cross-entropy with scale 16 and
 label smoothing 0.1, and the configs' augmentation: perspective, flip and rotation, each with
-probability 0.2), and ``quick`` (with ``quick-gait3d`` for the Gait3D protocol).
+probability 0.2), and ``quick``.
 """
 
 from __future__ import annotations

@@ -14,12 +14,13 @@ the class count differs, as in OpenGait's configs (``configs/gaitbase/gaitbase_d
 subjects unless the recipe's ``[model]`` sets it. Parameter counts (asserted by the tests, equal
 to OpenGait's model built from those configs):
 
-- ``casiab``: 74 classes, 7,234,496 parameters; embeddings ``[n, 256, 16]``, logits ``[n, 74, 16]``.
-- ``oumvlp``: 5153 classes, 28,039,232 parameters.
-- ``grew``: 20,000 classes, 88,849,408 parameters.
-- ``gait3d``: 3000 classes, 19,220,480 parameters.
+- ``casiab``: 74 classes, 7,305,408 parameters; embeddings ``[n, 256, 16]``, logits ``[n, 74, 16]``.
+- ``oumvlp``: 5153 classes, 28,108,992 parameters.
+- ``grew``: 20,000 classes, 88,922,304 parameters.
+- ``gait3d``: 3000 classes, 19,290,304 parameters.
 - ``quick``: reduced for 2 CPU cores on synthetic data (64 x 44 input average-pooled to 32 x 22
-  inside, channels 16 / 32 / 64 / 64, 8 strips, embedding 64); NOT OpenGait's network.
+  inside, channels 16 / 32 / 64 / 64, 8 strips, embedding 64; 222,768 parameters with 74
+  classes); NOT OpenGait's network.
 
 Recipes: ``casiab``, ``oumvlp``, ``grew``, ``gait3d`` (each config's SGD, multi-step schedule,
 sampler, triplet + BNNeck cross-entropy with scale 16 and label smoothing 0.1, and its data
