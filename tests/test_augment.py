@@ -152,6 +152,18 @@ EVERYTHING = {"transforms": ["perspective", "flip", "rotate", "erasing"], "flip"
               "rotate": {"prob": 0.5}, "perspective": {"prob": 0.5}, "erasing": {"prob": 0.5}}
 
 
+def test_a_clips_augmentation_is_a_function_of_its_seed():
+    aug = A.Augmenter(config(**{**EVERYTHING, "erasing": {"prob": 1.0}}))
+    clip = person()
+
+    def run(seed):
+        rng = aug.rng(seed)
+        return aug.after_cut(aug.before_cut(clip, rng)[..., 10:-10], rng)
+
+    assert np.array_equal(run(1), run(1))
+    assert sum(not np.array_equal(run(1), run(s)) for s in range(2, 7)) == 5
+
+
 def test_augmented_batches_are_a_function_of_the_seed(small_synth):
     store, _ = small_synth
     aug = A.Augmenter(config(**EVERYTHING))
