@@ -19,8 +19,7 @@ to OpenGait's model built from those configs):
 - ``grew``: 20,000 classes, 88,922,304 parameters.
 - ``gait3d``: 3000 classes, 19,290,304 parameters.
 - ``quick``: reduced for 2 CPU cores on synthetic data (64 x 44 input average-pooled to 32 x 22
-  inside, channels 16 / 32 / 64 / 64, 8 strips, embedding 64; 222,768 parameters with 74
-  classes); NOT OpenGait's network.
+  inside, channels 8 / 16 / 32 / 32, 8 strips, embedding 32); NOT OpenGait's network.
 
 Recipes: ``casiab``, ``oumvlp``, ``grew``, ``gait3d`` (each config's SGD, multi-step schedule,
 sampler, triplet + BNNeck cross-entropy with scale 16 and label smoothing 0.1, and its data
@@ -44,8 +43,8 @@ VARIANTS = {
     "gait3d": {**_OPENGAIT, "num_classes": 3000},  # gaitbase_da_gait3d.yaml
     # Reduced for CPU runs on synthetic data; results are labelled with the variant name. It takes
     # 64 x 44 silhouettes and pools them to 32 x 22 itself (feature map 8 x 6: 8 strips).
-    "quick": {"channels": (16, 32, 64, 64), "layers": (1, 1, 1, 1), "strides": (1, 2, 2, 1), "maxpool": False,
-              "bins": (8,), "embed_dim": 64, "input_pool": 2, "input_size": (64, 44)},
+    "quick": {"channels": (8, 16, 32, 32), "layers": (1, 1, 1, 1), "strides": (1, 2, 2, 1), "maxpool": False,
+              "bins": (8,), "embed_dim": 32, "input_pool": 2, "input_size": (64, 44)},
 }
 
 METHOD = gaitbench.Method(
