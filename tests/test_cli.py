@@ -50,7 +50,7 @@ def assert_one_line_error(proc, *fragments):
 def test_unknown_method():
     proc = run_cli("run", "--method", "gaitsett", "--protocol", "casiab")
     assert_one_line_error(proc, "unknown method 'gaitsett'", "did you mean 'gaitset'?",
-                          "Available: gaitgl, gaitmask, gaitpart, gaitset")
+                          "Available: deepgaitv2, gaitbase, gaitgl, gaitmask, gaitpart, gaitset")
 
 
 def test_unknown_protocol():
