@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "SeparateFCs",
+    "SeparateBNNecks",
     "horizontal_pyramid_pool",
     "FrameWise",
     "BasicConv2d",
@@ -55,6 +56,38 @@ class SeparateFCs(nn.Module):
     def extra_repr(self) -> str:
         p, i, o = self.fc_bin.shape
         return f"parts={p}, in_channels={i}, out_channels={o}, norm={self.norm}"
+
+
+class SeparateBNNecks(nn.Module):
+    """A BNNeck head per part (Luo et al., "Bag of Tricks and a Strong Baseline for Deep Person
+    Re-identification", CVPRW 2019), as OpenGait's ``SeparateBNNecks`` with ``parallel_BN1d``.
+
+    ``x [n, c, p]`` -> ``(feature [n, c, p], logits [n, classes, p])``: one ``BatchNorm1d`` over all
+    ``c * p`` values (``bn1d``), then per part a classifier ``fc_bin [p, c, classes]``. With
+    ``norm=True`` (the reference's default) the normalised feature and each class column of
+    ``fc_bin`` are L2-normalised over ``c``, so the logits are cosine similarities (a loss scales
+    them) and the returned feature is the L2-normalised BN output.
+    """
+
+    def __init__(self, parts: int, in_channels: int, classes: int, norm: bool = True):
+        super().__init__()
+        self.parts, self.norm = parts, norm
+        self.fc_bin = nn.Parameter(nn.init.xavier_uniform_(torch.zeros(parts, in_channels, classes)))
+        self.bn1d = nn.BatchNorm1d(in_channels * parts)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, c, p = x.shape
+        feature = self.bn1d(x.reshape(n, c * p)).reshape(n, c, p).permute(2, 0, 1)  # [p, n, c]
+        w = self.fc_bin
+        if self.norm:
+            feature = F.normalize(feature, dim=-1)
+            w = F.normalize(w, dim=1)
+        logits = feature.contiguous().matmul(w)  # [p, n, classes]
+        return feature.permute(1, 2, 0).contiguous(), logits.permute(1, 2, 0).contiguous()
+
+    def extra_repr(self) -> str:
+        p, c, k = self.fc_bin.shape
+        return f"parts={p}, in_channels={c}, classes={k}, norm={self.norm}"
 
 
 def horizontal_pyramid_pool(x: torch.Tensor, bins: Sequence[int]) -> torch.Tensor:

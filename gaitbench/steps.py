@@ -496,6 +496,7 @@ def train(settings, plan: Plan, store, selection: Selection, built: BuiltModel, 
           plugins, say: Say) -> Training:
     """Sample P x K batches of the training rows and train for the plan's iterations (resuming
     from the run's last checkpoint with ``--resume``); writes the final checkpoint."""
+    from .data.augment import Augmenter
     from .data.sampling import TripletSampler
     from .training.checkpoint import read_checkpoint
     from .training.trainer import Trainer, check_resumable, find_resume_checkpoint
@@ -503,8 +504,10 @@ def train(settings, plan: Plan, store, selection: Selection, built: BuiltModel, 
     s = plan.recipe.sampler
     if dist.enabled and (s.P * s.K) % dist.world_size:
         raise GaitbenchError(f"P x K = {s.P * s.K} must be divisible by the {dist.world_size} processes")
+    augment = Augmenter(plan.recipe.augment) if plan.recipe.augment.active else None
     sampler = TripletSampler(store, selection.train_rows, s.P, s.K, s.frames, s.order, s.skip, seed=settings.seed,
-                             min_frames=s.min_frames, workers=settings.workers, strict=settings.strict)
+                             min_frames=s.min_frames, workers=settings.workers, strict=settings.strict,
+                             augment=augment)
     if s.P > len(sampler.classes) and plan.iterations > 0:
         sampler.close()
         raise ConfigError(f"sampler.P = {s.P} subjects per batch, but the training split has {len(sampler.classes)} "

@@ -30,7 +30,7 @@ def test_listing_commands_do_not_import_torch(args):
 def test_methods_and_protocols_listing():
     methods = run_cli("methods")
     names = [line.split()[0] for line in methods.stdout.splitlines() if not line.startswith(" ")]
-    assert methods.returncode == 0 and names == ["gaitgl", "gaitmask", "gaitpart", "gaitset"]
+    assert methods.returncode == 0 and names == ["deepgaitv2", "gaitbase", "gaitgl", "gaitmask", "gaitpart", "gaitset"]
     assert "[plugin gaitset" in methods.stdout
     assert "paper: Chao, He, Zhang, Feng. GaitSet: Regarding Gait as a Set" in methods.stdout  # the publication
     protocols = run_cli("protocols")
@@ -50,7 +50,7 @@ def assert_one_line_error(proc, *fragments):
 def test_unknown_method():
     proc = run_cli("run", "--method", "gaitsett", "--protocol", "casiab")
     assert_one_line_error(proc, "unknown method 'gaitsett'", "did you mean 'gaitset'?",
-                          "Available: gaitgl, gaitmask, gaitpart, gaitset")
+                          "Available: deepgaitv2, gaitbase, gaitgl, gaitmask, gaitpart, gaitset")
 
 
 def test_unknown_protocol():

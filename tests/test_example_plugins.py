@@ -106,6 +106,6 @@ def test_non_editable_install_finds_protocols_and_recipes(tmp_path):
     lines = proc.stdout.splitlines()
     assert lines[0].startswith(str(tmp_path / "site"))
     assert lines[1] == ("['casiab', 'casiab-crossview', 'casiab-mt', 'casiab-st', 'gait3d', 'grew', 'hid', 'oumvlp'] "
-                        "['gaitgl', 'gaitmask', 'gaitpart', 'gaitset']")
+                        "['deepgaitv2', 'gaitbase', 'gaitgl', 'gaitmask', 'gaitpart', 'gaitset']")
     assert lines[2] == "['casiab', 'gait3d', 'grew', 'oumvlp', 'quick']"
     assert lines[3] == "True"  # package data beyond recipes (GaitMask's pipeline file) is installed

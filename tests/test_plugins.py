@@ -39,7 +39,7 @@ def test_builtin_method_comes_through_entry_point():
     assert plugins.methods().plugin_of("gaitset") == "gaitset"
     info = {i.name: i for i in plugins.info()}["gaitset"]
     assert info.distribution == "gaitbench" and info.registered["method"] == ["gaitset"]
-    assert gaitbench.list_methods("gait*") == ["gaitgl", "gaitmask", "gaitpart", "gaitset"]
+    assert gaitbench.list_methods("gait*") == ["gaitbase", "gaitgl", "gaitmask", "gaitpart", "gaitset"]
     assert gaitbench.list_methods("*set") == ["gaitset"]
 
 
@@ -80,7 +80,7 @@ def test_duplicate_method_name_strict_is_an_error(monkeypatch):
 
 
 def test_unknown_method_did_you_mean():
-    with pytest.raises(GaitbenchError, match=r"did you mean 'gaitset'\?.*Available: gaitgl, gaitmask, gaitpart, gaitset"):
+    with pytest.raises(GaitbenchError, match=r"did you mean 'gaitset'\?.*Available: deepgaitv2, gaitbase, gaitgl, gaitmask, gaitpart, gaitset"):
         get_plugins().method("gaitsett")
 
 
@@ -121,7 +121,7 @@ def test_hook_typo_is_reported(capsys, monkeypatch):
 
 
 def test_disable_plugins_switch(monkeypatch):
-    monkeypatch.setenv("GAITBENCH_DISABLE_PLUGINS", "gaitset, gaitpart,gaitgl,gaitmask, extra")
+    monkeypatch.setenv("GAITBENCH_DISABLE_PLUGINS", "gaitset, gaitpart,gaitgl,gaitmask,gaitbase, deepgaitv2, extra")
     plugins = use_plugins(("extra", MethodPlugin("alpha")))
     assert len(plugins.methods()) == 0
 

@@ -48,7 +48,7 @@ def test_columns(df):
 def test_every_row_has_a_source_and_kind(df):
     assert (df["source"].str.strip() != "").all()
     assert set(df["source_kind"]) == {"paper", "reproduction"}
-    assert set(df["method"]) == {"gaitset", "gaitpart", "gaitgl", "gaitmask"}
+    assert set(df["method"]) == {"gaitset", "gaitpart", "gaitgl", "gaitmask", "gaitbase", "deepgaitv2"}
     assert set(df.loc[df.source_kind == "reproduction", "source"]) == {OG}
 
 

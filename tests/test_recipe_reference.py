@@ -46,6 +46,16 @@ EXPECTED = {
     ("gaitmask", "hid2021-oumvlp"): (ADAM, 1e-4, 0.0, None, "GaitMask HID 2021 report Sec. 1.3"),
     ("gaitmask", "quick"): (ADAM, 1e-3, 0.0, None, "gaitbench's CPU recipe"),
     ("gaitmask", "quick-hid"): (ADAM, 3e-3, 0.0, None, "gaitbench's CPU recipe for the synthetic HID set"),
+    ("gaitbase", "casiab"): (SGD, 0.1, 5e-4, 0.9, "OpenGait configs/gaitbase/gaitbase_da_casiab.yaml"),
+    ("gaitbase", "oumvlp"): (SGD, 0.1, 5e-4, 0.9, "OpenGait configs/gaitbase/gaitbase_oumvlp.yaml"),
+    ("gaitbase", "grew"): (SGD, 0.1, 5e-4, 0.9, "OpenGait configs/gaitbase/gaitbase_da_grew.yaml"),
+    ("gaitbase", "gait3d"): (SGD, 0.1, 5e-4, 0.9, "OpenGait configs/gaitbase/gaitbase_da_gait3d.yaml"),
+    ("gaitbase", "quick"): (SGD, 0.05, 5e-4, 0.9, "gaitbench's CPU recipe"),
+    ("deepgaitv2", "casiab"): (SGD, 0.1, 5e-4, 0.9, "OpenGait configs/deepgaitv2/DeepGaitV2_casiab.yaml"),
+    ("deepgaitv2", "oumvlp"): (SGD, 0.1, 5e-4, 0.9, "OpenGait configs/deepgaitv2/DeepGaitV2_oumvlp.yaml"),
+    ("deepgaitv2", "grew"): (SGD, 0.1, 5e-4, 0.9, "OpenGait configs/deepgaitv2/DeepGaitV2_grew.yaml"),
+    ("deepgaitv2", "gait3d"): (SGD, 0.1, 5e-4, 0.9, "OpenGait configs/deepgaitv2/DeepGaitV2_gait3d.yaml"),
+    ("deepgaitv2", "quick"): (SGD, 0.05, 5e-4, 0.9, "gaitbench's CPU recipe"),
 }
 
 

@@ -9,6 +9,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import DataError
+from .augment import Augmenter
 from .store import Store, cut_sides
 
 
@@ -70,9 +71,11 @@ class ClipLoader:
     batch in the main process and in any worker. A sequence that cannot be read (or is shorter than
     ``min_frames``) is replaced by the next readable one of the same subject, and reported."""
 
-    def __init__(self, store: Store, frames: int, order: str, skip: int, min_frames: int, strict: bool):
+    def __init__(self, store: Store, frames: int, order: str, skip: int, min_frames: int, strict: bool,
+                 augment: Augmenter | None = None):
         self.store, self.frames, self.order, self.skip = store, frames, order, skip
         self.min_frames, self.strict = min_frames, strict
+        self.augment = augment  # training-time augmentation (data/augment.py); None = none
         self._lengths = store.index["length"].tolist()  # plain ints: cheaper to index per clip
 
     def _clip(self, row: int, seed: int, out: np.ndarray | None) -> np.ndarray:
@@ -120,7 +123,20 @@ class ClipLoader:
                 raise DataError(f"no readable training sequence of subject "
                                 f"{self.store.index['subject'].iloc[item.row]!r}: " + "; ".join(
                                     f"{self.store.describe_row(r)}: {skipped[r]}" for r in item.pool if r in skipped))
-        return TrainBatch(cut_sides(batch), np.asarray([p.label for p in plan], np.int64), np.asarray(rows), skipped)
+        sils = cut_sides(batch) if self.augment is None else self._augmented(batch, plan)
+        return TrainBatch(sils, np.asarray([p.label for p in plan], np.int64), np.asarray(rows), skipped)
+
+    def _augmented(self, batch: np.ndarray, plan: list[ClipPlan]) -> np.ndarray:
+        """The side-cut batch with each clip augmented from its own seed (the same clip seed that
+        picked its frames, so augmentation depends only on the run's seed)."""
+        out = None
+        for j, item in enumerate(plan):
+            rng = self.augment.rng(item.seed)
+            clip = self.augment.after_cut(cut_sides(self.augment.before_cut(batch[j], rng)), rng)
+            if out is None:
+                out = np.empty((len(plan), *clip.shape), batch.dtype)
+            out[j] = clip
+        return out
 
 
     @staticmethod
@@ -167,7 +183,7 @@ class TripletSampler:
 
     def __init__(self, store: Store, rows: np.ndarray, P: int, K: int, frames: int, order: str = "unordered",
                  skip: int = 0, seed: int = 0, *, min_frames: int = 1, workers: int = 0, prefetch: int = 2,
-                 strict: bool = False):
+                 strict: bool = False, augment: Augmenter | None = None):
         self.store, self.P, self.K = store, P, K
         self.frames, self.order, self.skip = frames, order, skip
         self.rng = np.random.default_rng(seed)
@@ -185,7 +201,7 @@ class TripletSampler:
         self.by_class = [rows[subjects == s] for s in self.classes]
         self._pools = [tuple(int(r) for r in pool) for pool in self.by_class]
         self.skipped: dict[int, str] = {}
-        self.loader = ClipLoader(store, frames, order, skip, min_frames, strict)
+        self.loader = ClipLoader(store, frames, order, skip, min_frames, strict, augment)
         self.workers, self.prefetch = int(workers), max(1, int(prefetch))
         self._pool = None
         self._pending: list = []  # (future, rng state after its plan, its global labels)
@@ -244,7 +260,7 @@ class TripletSampler:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        args = (self.frames, self.order, self.skip, self.loader.min_frames, self.loader.strict)
+        args = (self.frames, self.order, self.skip, self.loader.min_frames, self.loader.strict, self.loader.augment)
         self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
                                          initializer=_worker_init, initargs=(str(self.store.root), args))
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import apply_overrides, from_mapping, read_toml
+from ..data.augment import AugmentConfig
 from ..errors import ConfigError
 
 
@@ -169,6 +170,8 @@ class Recipe:
     pretraining: PretrainingConfig = field(default_factory=PretrainingConfig)
     model: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for build_model
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    # training-time data augmentation of the sampled clips (gaitbench/data/augment.py)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
