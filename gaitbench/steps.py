@@ -362,6 +362,8 @@ def run_directory(settings, method, protocol, dist) -> Path:
             td.broadcast_object_list(name, src=0)
         out_dir = Path(name[0])
     check_run_directory(out_dir, settings)
+    if dist.enabled:  # every process checks the folder before rank 0 writes into it (the same
+        dist.barrier()  # files for all: a refusal is every rank's, so none waits here alone)
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         if not settings.resume:  # a resumed run records them once its checkpoint is accepted (train)

@@ -19,6 +19,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+    # and synthetic sets render in the worker's own process: a pool of one process per core would
+    # import gaitbench again per child and compete with the other worker for the same cores
+    os.environ.setdefault("GAITBENCH_SYNTH_WORKERS", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)

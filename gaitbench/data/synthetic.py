@@ -519,7 +519,7 @@ def generate(spec: SynthSpec, out: str | Path, workers: int | None = None, progr
             items = [(int(r.offset), int(r.length), int(r.walker), str(r.condition), int(r.sequence),
                       float(r.azimuth), float(r.elevation), r.occlusion) for r in group.itertuples(index=False)]
             jobs.append((str(tmp), asdict(spec), items))
-        workers = workers or min(len(jobs), os.cpu_count() or 1)
+        workers = workers or int(os.environ.get("GAITBENCH_SYNTH_WORKERS") or 0) or min(len(jobs), os.cpu_count() or 1)
         with progress_bar(total=len(table), desc=f"synthesising {spec.layout}", unit="seq", enabled=progress) as bar:
             if workers <= 1:
                 for job in jobs:

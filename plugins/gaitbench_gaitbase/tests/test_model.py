@@ -152,7 +152,7 @@ def test_training_beats_initial_weights_by_20_points(tmp_path_factory):
     from gaitbench.run import RunSettings, execute
 
     root = tmp_path_factory.mktemp("learn-gaitbase")
-    store = generate(SynthSpec(subjects=20, frames=10, seed=1), root / "data", progress=False)
+    store = generate(SynthSpec(subjects=20, frames=8, seed=1), root / "data", progress=False)
     ids = [f"{i:03d}" for i in range(1, 21)]
     partition = root / "p.json"
     partition.write_text(json.dumps({"TRAIN_SET": ids[:12], "TEST_SET": ids[12:]}))
