@@ -15,6 +15,17 @@ from gaitbench.evaluation.view_matrix import ViewMatrixResult
 __all__ = ["reference_part_distance", "reference_view_matrix", "de_diag"]
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b.T`` as explicit products summed over channels, one output at a time.
+
+    Not a BLAS GEMM: a GEMM kernel may round a column differently depending on where it falls in
+    its tiles (it does with OpenBLAS on AMD EPYC), so exactly duplicated gallery items would get
+    different distances and the reference would break ties by rounding noise. Here every pair goes
+    through the same arithmetic, as the fast path guarantees too.
+    """
+    return (a[:, None, :] * b[None, :, :]).sum(axis=2, dtype=np.float32)
+
+
 def reference_part_distance(x, y, metric: str = "euc") -> np.ndarray:
     """Distance matrix [n_x, n_y] (float32) with a Python loop over parts.
 
@@ -41,11 +52,11 @@ def reference_part_distance(x, y, metric: str = "euc") -> np.ndarray:
         if metric == "cos":
             xn = xp / np.maximum(np.linalg.norm(xp, axis=1, keepdims=True), np.float32(1e-12))
             yn = yp / np.maximum(np.linalg.norm(yp, axis=1, keepdims=True), np.float32(1e-12))
-            total += xn @ yn.T
+            total += _dot(xn, yn)
         else:
             x2 = np.sum(xp * xp, axis=1)[:, None]
             y2 = np.sum(yp * yp, axis=1)[None, :]
-            sq = x2 + y2 - 2 * (xp @ yp.T)
+            sq = x2 + y2 - 2 * _dot(xp, yp)
             total += np.sqrt(np.maximum(sq, 0))
     if metric == "cos":
         return (1 - total / num_parts).astype(np.float32)
