@@ -81,3 +81,24 @@ def test_a_refused_resume_changes_nothing(data, finished_run, tmp_path, change, 
     assert tree_hashes(run) == before  # run_settings.json and the train log included
     saved = json.loads((run / "run_settings.json").read_text())
     assert saved["seed"] == 0 and saved["method"] == "gaitset"
+
+
+def test_pretreat_refuses_a_folder_it_did_not_write_and_resumes_its_own(tmp_path):
+    from .test_pretreat import write_raw_casiab
+
+    write_raw_casiab(tmp_path / "raw")
+    dest = tmp_path / "pkl"
+    (dest / "001").mkdir(parents=True)
+    (dest / "001" / "notes.txt").write_text("mine")
+    before = tree_hashes(tmp_path)
+    args = ("data", "pretreat", str(tmp_path / "raw"), str(dest), "--dataset", "casiab", "--workers", "1")
+    one_clear_line(cli(*args), str(dest), "holds files gaitbench did not write", "pretreat_log.jsonl")
+    assert tree_hashes(tmp_path) == before
+    shutil.rmtree(dest / "001")  # an empty folder is fine, and a rerun resumes the output
+    first = cli(*args)
+    assert first.exit_code == 0, first.output
+    pkls = {k: v for k, v in tree_hashes(dest).items() if k.endswith(".pkl")}
+    assert len(pkls) == 3
+    again = cli(*args)
+    assert again.exit_code == 0 and "0 written, 3 already done" in again.output, again.output
+    assert {k: v for k, v in tree_hashes(dest).items() if k.endswith(".pkl")} == pkls

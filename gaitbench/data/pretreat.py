@@ -247,6 +247,19 @@ def _sequences_to_pretreat(src: Path, dest: Path, dataset: str) -> tuple[list[Ra
     return sequences, layout
 
 
+def _check_dest(dest: Path) -> None:
+    """``dest`` must be new, empty, or an earlier pretreatment's output (its log is there: that run
+    is resumed, its finished sequences kept); anything else is refused before a file is written."""
+    if not dest.exists():
+        return
+    if not dest.is_dir():
+        raise DataError(f"{dest} is a file, not a folder: choose a new folder for the pretreated pkl tree")
+    if (dest / LOG_NAME).is_file() or not any(dest.iterdir()):
+        return
+    raise DataError(f"{dest} exists and holds files gaitbench did not write (no {LOG_NAME} of an earlier "
+                    "pretreatment): choose a new or empty folder for the pretreated pkl tree (nothing was changed)")
+
+
 def _plan_jobs(sequences: list[RawSequence], src: Path, dest: Path, previous: dict, *, img_size: int,
                dataset: str, strict: bool) -> tuple[dict[tuple[str, str, str], dict[str, Any]], list[dict[str, Any]]]:
     """``(records, jobs)``: the log records of the sequences whose pkl already exists (carrying the
@@ -324,6 +337,7 @@ def pretreat_tree(src: str | Path, dest: str | Path, dataset: str, *, img_size: 
                         + " (for a packed store, pack the pkl tree afterwards)")
     src, dest = Path(src), Path(dest)
     sequences, layout = _sequences_to_pretreat(src, dest, dataset)
+    _check_dest(dest)
     dest.mkdir(parents=True, exist_ok=True)
     log_path = dest / LOG_NAME
     records, jobs = _plan_jobs(sequences, src, dest, _previous_log(log_path), img_size=img_size, dataset=dataset,
