@@ -82,6 +82,19 @@ def test_report_on_a_refusing_disk(finished_run, tmp_path, monkeypatch, code, wo
     assert tree_hashes(run) == before and not temporaries(run)
 
 
+@pytest.mark.parametrize("suffix", ["png", "svg"])
+def test_leaderboard_plot_on_a_full_disk(finished_run, tmp_path, monkeypatch, suffix):
+    plot = tmp_path / f"cost.{suffix}"
+    inject(monkeypatch, plot.name, after=100)
+    one_clear_line(cli("leaderboard", str(finished_run / "result.json"), "--plot", str(plot)),
+                   f"cannot write {plot}", "no space left")
+    assert list(tmp_path.iterdir()) == []  # neither half a figure under its name nor a temporary
+    monkeypatch.undo()
+    result = cli("leaderboard", str(finished_run / "result.json"), "--plot", str(plot))
+    assert result.exit_code == 0, result.output
+    assert plot.read_bytes()[:4] == (b"\x89PNG" if suffix == "png" else b"<?xm")
+
+
 def test_synth_into_a_full_tmpfs_is_refused_with_the_size_needed(tmp_path):
     with small_tmpfs(tmp_path / "disk", "512k") as disk:
         (disk / "mine.txt").write_text("keep")

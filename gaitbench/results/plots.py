@@ -84,12 +84,13 @@ def save_figure(fig: Figure, out: OutPaths, dpi: int = 150) -> list[Path]:
         if path.suffix.lower() not in SUFFIXES:
             raise ValueError(f"{path}: cannot save a figure as {path.suffix or 'a file without suffix'!r}; "
                              f"use one of {', '.join(SUFFIXES)}")
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    from ..io import atomic_write
+
+    for path in paths:  # each file whole or absent: drawn into a temporary, renamed when complete
         if path.suffix.lower() == ".svg":
-            fig.savefig(path, format="svg", metadata=_SVG_METADATA)
+            atomic_write(path, lambda f: fig.savefig(f, format="svg", metadata=_SVG_METADATA))
         else:
-            fig.savefig(path, format="png", dpi=dpi)
+            atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
     return paths
 
 
