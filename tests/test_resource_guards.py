@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gaitbench.data import synthetic
-from gaitbench.data.synthetic import SynthSpec, ensure_synthetic, verify_frames
+from gaitbench.data.synthetic import verify_frames
 from gaitbench.evaluation.embeddings import read_embeddings
 
 from .fault_tools import cli, one_clear_line
@@ -80,22 +80,29 @@ def test_an_npz_array_claiming_more_than_it_holds_is_refused_before_allocation(t
     assert "damaged or forged" in line
 
 
-def test_a_damaged_synthetic_cache_is_detected_and_regenerated(tmp_path, monkeypatch):
-    spec = SynthSpec(subjects=2, frames=4)
-    said = []
-    store = ensure_synthetic(spec, root=tmp_path, workers=1, progress=False, say=said.append)
-    frames = store.root / "frames.npy"
+def test_a_damaged_synthetic_cache_is_detected_and_regenerated(tmp_path):
+    """Through the CLI: a run on a cached synthetic set whose frames were damaged under an unchanged
+    fingerprint says so, renders the set again and gives the undamaged run's numbers."""
+    env = {"GAITBENCH_CACHE": str(tmp_path / "cache"), "GAITBENCH_SYNTH_WORKERS": "1"}
+    args = ("run", "--smoke", "--quiet", "--method", "gaitset", "--protocol", "casiab")
+    first = cli(*args, "--out", str(tmp_path / "r1"), env=env)
+    assert first.exit_code == 0, first.output
+    (frames,) = (tmp_path / "cache").rglob("frames.npy")
     good = hashlib.sha256(frames.read_bytes()).hexdigest()
-    assert verify_frames(store.root) is None and not said
+    assert verify_frames(frames.parent) is None
     arr = np.load(frames, mmap_mode="r+")
     arr[: len(arr) // 2] = 0  # half of the frames zeroed, the fingerprint unchanged
     arr.flush()
     del arr
-    assert "does not match its checksum" in verify_frames(store.root)
-    again = ensure_synthetic(spec, root=tmp_path, workers=1, progress=False, say=said.append)
-    assert any("damaged" in line and "generating it again" in line for line in said), said
-    assert hashlib.sha256((again.root / "frames.npy").read_bytes()).hexdigest() == good
-    assert sorted(p.name for p in tmp_path.iterdir()) == [store.root.name]
+    assert "does not match its checksum" in verify_frames(frames.parent)
+    second = cli(*args, "--out", str(tmp_path / "r2"), env=env)
+    assert second.exit_code == 0, second.output
+    assert any("damaged" in line and "generating it again" in line for line in second.output.splitlines()), \
+        second.output
+    assert hashlib.sha256(frames.read_bytes()).hexdigest() == good
+    metrics = [json.loads((tmp_path / r / "result.json").read_text())["metrics"] for r in ("r1", "r2")]
+    assert metrics[0] == metrics[1]
+    assert [p.name for p in (tmp_path / "cache").rglob("frames.npy")] == ["frames.npy"]  # no copy left over
 
 
 def test_a_sampled_check_finds_damage_to_part_of_a_large_array(tmp_path, monkeypatch):
