@@ -70,12 +70,24 @@ def small_synth(tmp_path_factory):
     return store, partition
 
 
-def run_cli(*args, env=None, cwd=None, timeout=600):
-    """Run ``gaitbench ARGS`` in a subprocess; returns CompletedProcess with text output."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "gaitbench", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd, timeout=timeout)
+def run_cli(*args, env=None, cwd=None, timeout=600, process=False):
+    """``gaitbench ARGS`` as the user runs it; returns a CompletedProcess with text output.
+
+    In this process (click's runner: exit code, stdout and stderr as a user sees them, without
+    importing torch again per call), unless ``process`` asks for a real one: the tests of what only
+    a process shows (discovery of installed plugins from the environment, signals, the working
+    folder, what an import costs) do."""
+    if process or cwd is not None:
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        return subprocess.run([sys.executable, "-m", "gaitbench", *args], capture_output=True, text=True,
+                              env=full_env, cwd=cwd, timeout=timeout)
+    from click.testing import CliRunner
+
+    from gaitbench.cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
+    return subprocess.CompletedProcess(["gaitbench", *args], result.exit_code, result.stdout, result.stderr)
 
 
 class CreatesFile:

@@ -35,10 +35,10 @@ def broken_env(tmp_path_factory):
 
 
 def test_example_plugin_is_listed(tinygait_env):
-    proc = run_cli("methods", env=tinygait_env)
+    proc = run_cli("methods", env=tinygait_env, process=True)
     assert proc.returncode == 0, proc.stderr
     assert "tinygait" in proc.stdout and "[plugin tinygait" in proc.stdout and "gaitset" in proc.stdout
-    info = {p["name"]: p for p in json.loads(run_cli("plugins", "--json", env=tinygait_env).stdout)}
+    info = {p["name"]: p for p in json.loads(run_cli("plugins", "--json", env=tinygait_env, process=True).stdout)}
     assert info["tinygait"]["distribution"] == "gaitbench-tinygait"
     assert info["tinygait"]["version"] == "0.1.0"
 
@@ -48,7 +48,7 @@ def test_example_plugin_runs(tinygait_env, small_synth, tmp_path):
     out = tmp_path / "run"
     proc = run_cli("run", "--method", "tinygait", "--protocol", "casiab", "--data-root", str(store.root),
                    "--partition", str(partition), "--recipe", "quick", "--iterations", "5", "--out", str(out),
-                   "--quiet", env=tinygait_env)
+                   "--quiet", env=tinygait_env, process=True)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "result.json").read_text())
     assert result["method"] == "tinygait" and result["versions"]["plugin"]["distribution"] == "gaitbench-tinygait"
@@ -67,7 +67,7 @@ def test_example_plugin_tests_run_the_contract(tinygait_env, tmp_path):
 
 
 def test_broken_plugin_warns_and_cli_keeps_working(broken_env):
-    proc = run_cli("methods", env=broken_env)
+    proc = run_cli("methods", env=broken_env, process=True)
     assert proc.returncode == 0
     assert "gaitset" in proc.stdout
     warnings = [l for l in proc.stderr.splitlines() if "warning" in l]
@@ -75,15 +75,15 @@ def test_broken_plugin_warns_and_cli_keeps_working(broken_env):
     line = warnings[0]
     assert "'broken'" in line and "gaitbench-broken-example 0.0.1" in line
     assert "ModuleNotFoundError" in line and "gaitbench_dependency_that_does_not_exist" in line
-    listing = {p["name"]: p for p in json.loads(run_cli("plugins", "--json", env=broken_env).stdout)}
+    listing = {p["name"]: p for p in json.loads(run_cli("plugins", "--json", env=broken_env, process=True).stdout)}
     assert "ModuleNotFoundError" in listing["broken"]["errors"][0]
 
 
 def test_broken_plugin_strict_and_disabled(broken_env):
-    strict = run_cli("methods", env={**broken_env, "GAITBENCH_STRICT_PLUGINS": "1"})
+    strict = run_cli("methods", env={**broken_env, "GAITBENCH_STRICT_PLUGINS": "1"}, process=True)
     assert strict.returncode != 0 and "Traceback" not in strict.stderr
     assert "plugin failed to load" in strict.stderr and "'broken'" in strict.stderr
-    disabled = run_cli("methods", env={**broken_env, "GAITBENCH_DISABLE_PLUGINS": "broken"})
+    disabled = run_cli("methods", env={**broken_env, "GAITBENCH_DISABLE_PLUGINS": "broken"}, process=True)
     assert disabled.returncode == 0 and disabled.stderr == "" and "gaitset" in disabled.stdout
 
 

@@ -253,7 +253,7 @@ def test_resume_after_sigkill_equals_uninterrupted(small_synth, tmp_path, uninte
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "checkpoints" / "final.pt").exists()
-    resumed = run_cli("train", "--resume", str(out), "--quiet")
+    resumed = run_cli("train", "--resume", str(out), "--quiet", process=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stdout
     assert losses(out) == uninterrupted  # exactly, step by step
@@ -269,7 +269,7 @@ def test_resume_after_sigterm_equals_uninterrupted(small_synth, tmp_path, uninte
     assert "SIGTERM received: stopped after iteration" in err and "Traceback" not in err
     stopped = int(err.split("stopped after iteration ")[1].split(";")[0])
     assert (out / "checkpoints" / f"iter-{stopped:07d}.pt").is_file()  # nothing done is lost
-    resumed = run_cli("train", "--resume", str(out), "--quiet")
+    resumed = run_cli("train", "--resume", str(out), "--quiet", process=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"(iteration {stopped})" in resumed.stdout
     assert losses(out) == uninterrupted
@@ -286,7 +286,7 @@ def test_two_process_gloo_matches_one_process(small_synth, tmp_path):
     one = run_cli(*common, "--out", str(tmp_path / "one"))
     assert one.returncode == 0, one.stderr
     two = run_cli(*common, "--out", str(tmp_path / "two"), "--nproc-per-node", "2",
-                  env={"OMP_NUM_THREADS": "1"})
+                  env={"OMP_NUM_THREADS": "1"}, process=True)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert [s for s, _ in a] == [s for s, _ in b] == [1, 2, 3]
