@@ -13,7 +13,6 @@ import pytest
 
 from gaitbench.data import synthetic
 from gaitbench.data.synthetic import verify_frames
-from gaitbench.evaluation.embeddings import read_embeddings
 
 from .fault_tools import cli, one_clear_line
 from .test_faults_disk import _run_args, data  # noqa: F401  (fixture)
@@ -49,19 +48,26 @@ def _embeddings_file(path, **extra):
 
 
 def test_an_unused_npz_key_is_never_decompressed(tmp_path):
+    """``gaitbench evaluate`` on an embeddings file carrying 64 MiB of zeros under a key the contract
+    does not have: evaluated, and the entry never inflated."""
     path = tmp_path / "e.npz"
     buf = io.BytesIO()
     np.save(buf, np.zeros(64 << 20, np.uint8))  # 64 MiB of zeros, a few KiB compressed
-    _embeddings_file(path)
+    views = [f"{18 * i:03d}" for i in range(11)]  # a CASIA-B test set: 2 subjects, every view
+    rows = [(s, t, v) for s in ("075", "076") for t in ("nm-01", "nm-05", "bg-01", "cl-01") for v in views]
+    subjects, types, vws = (np.array(c) for c in zip(*rows))
+    np.savez(path, embeddings=np.random.default_rng(0).random((len(rows), 8, 2), dtype=np.float32),
+             subjects=subjects, types=types, views=vws, method=np.asarray("gaitset"))
     with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("junk.npy", buf.getvalue())
     import tracemalloc
 
     tracemalloc.start()
-    data = read_embeddings(path)
+    result = cli("evaluate", "--protocol", "casiab", "--embeddings", str(path), "--json", str(tmp_path / "r.json"))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert "junk" not in data and data["method"] == "gaitset"
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r.json").read_text())["metrics"]
     assert peak < 8 << 20, peak  # the 64 MiB entry was not inflated
 
 
