@@ -33,6 +33,7 @@ import numpy as np
 from ..errors import DataError, did_you_mean
 from ..io import atomic_write, remove_stale_temporaries, writing
 from .layouts import _EXPECTED_LAYOUT, HID_VIEW, RawSequence, _check_dataset, list_sequences
+from .store import check_target
 
 # A frame whose pixel sum is at most this (about 39 pixels at 255) has no usable silhouette.
 MIN_FOREGROUND = 10000
@@ -247,19 +248,6 @@ def _sequences_to_pretreat(src: Path, dest: Path, dataset: str) -> tuple[list[Ra
     return sequences, layout
 
 
-def _check_dest(dest: Path) -> None:
-    """``dest`` must be new, empty, or an earlier pretreatment's output (its log is there: that run
-    is resumed, its finished sequences kept); anything else is refused before a file is written."""
-    if not dest.exists():
-        return
-    if not dest.is_dir():
-        raise DataError(f"{dest} is a file, not a folder: choose a new folder for the pretreated pkl tree")
-    if (dest / LOG_NAME).is_file() or not any(dest.iterdir()):
-        return
-    raise DataError(f"{dest} exists and holds files gaitbench did not write (no {LOG_NAME} of an earlier "
-                    "pretreatment): choose a new or empty folder for the pretreated pkl tree (nothing was changed)")
-
-
 def _plan_jobs(sequences: list[RawSequence], src: Path, dest: Path, previous: dict, *, img_size: int,
                dataset: str, strict: bool) -> tuple[dict[tuple[str, str, str], dict[str, Any]], list[dict[str, Any]]]:
     """``(records, jobs)``: the log records of the sequences whose pkl already exists (carrying the
@@ -337,7 +325,10 @@ def pretreat_tree(src: str | Path, dest: str | Path, dataset: str, *, img_size: 
                         + " (for a packed store, pack the pkl tree afterwards)")
     src, dest = Path(src), Path(dest)
     sequences, layout = _sequences_to_pretreat(src, dest, dataset)
-    _check_dest(dest)
+    # new, empty, or an earlier pretreatment's output (its log is there: that run is resumed)
+    own = (dest / LOG_NAME).is_file()
+    check_target(dest, own, force=own, what=f"pretreated pkl tree (a folder holding an earlier pretreatment's "
+                                            f"{LOG_NAME} is resumed)")
     dest.mkdir(parents=True, exist_ok=True)
     log_path = dest / LOG_NAME
     records, jobs = _plan_jobs(sequences, src, dest, _previous_log(log_path), img_size=img_size, dataset=dataset,
