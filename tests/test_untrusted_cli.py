@@ -4,8 +4,6 @@ with its command and input (--debug or GAITBENCH_DEBUG=1 for the traceback)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 import torch
@@ -15,24 +13,8 @@ import gaitbench
 from gaitbench.cli import cli
 from gaitbench.errors import DataError
 
-from .conftest import CreatesFile
+from .conftest import CreatesFile, run_cli
 from .test_import import reference_state
-
-
-@dataclass
-class Outcome:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def run_cli(*args: str, env=None) -> Outcome:
-    """``gaitbench ARGS`` through the real command group, in this process (click's runner: no new
-    interpreter to start); anything that escapes the group is raised here as it is."""
-    result = CliRunner().invoke(cli, [str(a) for a in args], env=env)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return Outcome(result.exit_code, result.stdout, result.stderr)
 
 
 def one_error_line(proc) -> str:
